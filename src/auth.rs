@@ -1,0 +1,142 @@
+//! Token checks. App back ends mint JWTs; the hub only verifies them.
+//! HS256 with a shared secret by default; RS256/ES256 with configured public keys.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// user, driver, courier, ops, admin …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Channels granted by name (for namespaces with `subscribe = "grant"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+pub struct Verifier {
+    keys: Vec<(Algorithm, DecodingKey)>,
+    leeway: u64,
+}
+
+impl Verifier {
+    pub fn new(config: &AuthConfig) -> anyhow::Result<Verifier> {
+        let mut keys = Vec::new();
+        if !config.hmac_secret.is_empty() {
+            keys.push((
+                Algorithm::HS256,
+                DecodingKey::from_secret(config.hmac_secret.as_bytes()),
+            ));
+        }
+        for path in &config.rsa_public_keys {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("auth.rsa_public_keys: {}: {e}", path.display()))?;
+            let key = DecodingKey::from_rsa_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("auth.rsa_public_keys: {}: {e}", path.display()))?;
+            keys.push((Algorithm::RS256, key));
+        }
+        for path in &config.ec_public_keys {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("auth.ec_public_keys: {}: {e}", path.display()))?;
+            let key = DecodingKey::from_ec_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("auth.ec_public_keys: {}: {e}", path.display()))?;
+            keys.push((Algorithm::ES256, key));
+        }
+        Ok(Verifier {
+            keys,
+            leeway: config.leeway.as_secs(),
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let mut last = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
+        for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
+            let mut validation = Validation::new(*alg);
+            validation.leeway = self.leeway;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            match decode::<Claims>(token, key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => {
+                    last = match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                        _ => AuthError::Invalid(e.to_string()),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Mints an HS256 token (dev mode, tests, load tests).
+pub fn mint_hs256(secret: &str, claims: &Claims) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing with a byte secret cannot fail")
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AuthConfig {
+        AuthConfig {
+            hmac_secret: "0123456789abcdef0123".into(),
+            leeway: std::time::Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: "alice".into(),
+            exp,
+            role: None,
+            channels: vec![],
+        }
+    }
+
+    #[test]
+    fn accepts_good_rejects_bad_and_expired() {
+        let v = Verifier::new(&config()).unwrap();
+        let good = mint_hs256("0123456789abcdef0123", &claims(now_secs() + 60));
+        assert_eq!(v.verify(&good).unwrap().sub, "alice");
+        let forged = mint_hs256("another-secret-of-length", &claims(now_secs() + 60));
+        assert!(matches!(v.verify(&forged), Err(AuthError::Invalid(_))));
+        let old = mint_hs256("0123456789abcdef0123", &claims(now_secs() - 60));
+        assert_eq!(v.verify(&old), Err(AuthError::Expired));
+        assert!(matches!(
+            v.verify("not a token"),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+}

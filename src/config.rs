@@ -1,0 +1,304 @@
+//! Configuration: one TOML file, overridden by `HUB_*` environment variables, overridden by
+//! `--set key=value` flags. Every key is documented in `config/default.toml`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Stable id of this node; generated at start when empty.
+    pub node_id: String,
+    pub listen: SocketAddr,
+    /// Enables `/dev/token`. Never on in production.
+    pub dev_mode: bool,
+    /// Directory served at `/` (the web client); empty disables it.
+    pub web_root: PathBuf,
+    pub auth: AuthConfig,
+    pub api: ApiConfig,
+    pub gateway: GatewayConfig,
+    /// Channel namespaces; a channel `ns:rest` uses namespace `ns`, a channel without `:` the one
+    /// named "" (if configured).
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret. Used when set.
+    pub hmac_secret: String,
+    /// PEM files of RSA public keys (RS256) accepted for tokens.
+    pub rsa_public_keys: Vec<PathBuf>,
+    /// PEM files of EC P-256 public keys (ES256) accepted for tokens.
+    pub ec_public_keys: Vec<PathBuf>,
+    /// Allowed clock skew when checking `exp`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Time a new socket has to send its `connect` frame.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer keys accepted by `/api/v1`. Empty disables the server API.
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Largest accepted WebSocket message; bigger closes the socket with 1009.
+    pub max_message_bytes: usize,
+    /// tungstenite read buffer; small keeps idle sockets cheap, it grows when needed.
+    pub read_buffer_bytes: usize,
+    /// tungstenite write buffer target before a write is forced.
+    pub write_buffer_bytes: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    pub outbox_bytes: usize,
+    /// Frames queued for one connection before it is closed as a slow consumer.
+    pub outbox_frames: usize,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// How long a closing connection may take to flush its close frame.
+    #[serde(with = "humantime_serde")]
+    pub close_grace: Duration,
+    /// On shutdown, how long to wait for clients to go before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Requests per second a connection may make on average.
+    pub rate_per_sec: f64,
+    /// Requests a connection may make at once above the average.
+    pub rate_burst: f64,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Sockets the node accepts; more are refused with 503.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Any authenticated user.
+    Any,
+    /// Only the user whose id is the channel's rest (`user:alice` for `alice`).
+    Owner,
+    /// Only users whose token grants the channel by name (`channels` claim).
+    Grant,
+    /// Nobody over a socket; the server API still may.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    pub name: String,
+    #[serde(default = "Access::any")]
+    pub subscribe: Access,
+    #[serde(default = "Access::any")]
+    pub publish: Access,
+    /// Roles (token `role` claim) allowed to subscribe and publish whatever the rules above say.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Publications kept for resume; 0 keeps none (no offsets, no recovery).
+    #[serde(default)]
+    pub history_size: usize,
+    #[serde(default = "default_history_ttl", with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Keep a member list for the channel.
+    #[serde(default)]
+    pub presence: bool,
+    /// Push join/leave events to subscribers (needs `presence`).
+    #[serde(default)]
+    pub join_leave: bool,
+}
+
+impl Access {
+    fn any() -> Self {
+        Access::Any
+    }
+}
+
+fn default_history_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: String::new(),
+            listen: "127.0.0.1:8000".parse().expect("literal address"),
+            dev_mode: false,
+            web_root: PathBuf::from("web-client"),
+            auth: AuthConfig::default(),
+            api: ApiConfig::default(),
+            gateway: GatewayConfig::default(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            hmac_secret: String::new(),
+            rsa_public_keys: Vec::new(),
+            ec_public_keys: Vec::new(),
+            leeway: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { keys: Vec::new() }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_message_bytes: 64 * 1024,
+            read_buffer_bytes: 512,
+            write_buffer_bytes: 16 * 1024,
+            outbox_bytes: 1024 * 1024,
+            outbox_frames: 4096,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
+            rate_per_sec: 50.0,
+            rate_burst: 100.0,
+            max_subscriptions: 256,
+            max_connections: 19_000,
+        }
+    }
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl Config {
+    /// Loads `file` (if given), then `HUB_*` variables (`HUB_GATEWAY__PING_INTERVAL=10s`), then
+    /// `overrides` (`gateway.ping_interval=10s`), and validates the result.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config".into(),
+                    problem: format!("file {} does not exist", file.display()),
+                });
+            }
+            fig = fig.merge(Toml::file(file));
+        }
+        fig = fig.merge(Env::prefixed("HUB_").split("__"));
+        for item in overrides {
+            let (key, value) = item.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                key: item.clone(),
+                problem: "an override is written key=value".into(),
+            })?;
+            let value: figment::value::Value =
+                value.parse().expect("figment values parse from any string");
+            fig = fig.merge(figment::providers::Serialized::global(key, value));
+        }
+        let config: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot say.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                problem: problem.into(),
+            })
+        };
+        let a = &self.auth;
+        if a.hmac_secret.is_empty() && a.rsa_public_keys.is_empty() && a.ec_public_keys.is_empty() {
+            return bad(
+                "auth.hmac_secret",
+                "no token key configured (set a secret or public keys)",
+            );
+        }
+        if !a.hmac_secret.is_empty() && a.hmac_secret.len() < 16 {
+            return bad("auth.hmac_secret", "must be at least 16 bytes long");
+        }
+        let g = &self.gateway;
+        if g.max_message_bytes < 128 {
+            return bad("gateway.max_message_bytes", "must be at least 128");
+        }
+        if g.outbox_bytes < g.max_message_bytes {
+            return bad(
+                "gateway.outbox_bytes",
+                "must be at least gateway.max_message_bytes",
+            );
+        }
+        if g.outbox_frames == 0 {
+            return bad("gateway.outbox_frames", "must be above 0");
+        }
+        if g.ping_interval.is_zero() || g.pong_timeout.is_zero() {
+            return bad(
+                "gateway.ping_interval",
+                "ping interval and pong timeout must be above 0",
+            );
+        }
+        if g.rate_per_sec <= 0.0 || g.rate_burst < 1.0 {
+            return bad(
+                "gateway.rate_per_sec",
+                "rate must be above 0 and burst at least 1",
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if !seen.insert(ns.name.as_str()) {
+                return bad(&format!("namespaces[{i}].name"), "duplicate namespace");
+            }
+            if ns.name.contains(':') {
+                return bad(&format!("namespaces[{i}].name"), "must not contain ':'");
+            }
+            if ns.join_leave && !ns.presence {
+                return bad(
+                    &format!("namespaces[{i}].join_leave"),
+                    "needs presence = true",
+                );
+            }
+            if ns.history_size > 0 && ns.history_ttl.is_zero() {
+                return bad(
+                    &format!("namespaces[{i}].history_ttl"),
+                    "must be above 0 with a history",
+                );
+            }
+        }
+        for key in &self.api.keys {
+            if key.len() < 16 {
+                return bad("api.keys", "each key must be at least 16 characters long");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn namespace(&self, channel: &str) -> Option<&NamespaceConfig> {
+        let ns = channel.split_once(':').map(|(ns, _)| ns).unwrap_or("");
+        self.namespaces.iter().find(|n| n.name == ns)
+    }
+}

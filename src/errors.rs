@@ -1,0 +1,146 @@
+//! Stable error codes (in `error` replies and server-API bodies) and WebSocket close codes.
+//!
+//! Close codes fall in two ranges: 4000–4099 mean "reconnect (with backoff) and resume";
+//! 4100–4199 mean "do not reconnect until something changes" (a new token, an operator).
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame is not a valid request (bad JSON/MessagePack, missing fields).
+    BadRequest,
+    /// The `op` is not one this server knows.
+    UnknownOp,
+    /// The request needs an authenticated connection, or the token is invalid.
+    Unauthorized,
+    /// The token's `exp` has passed.
+    TokenExpired,
+    /// The rules of the channel's namespace do not allow this.
+    Forbidden,
+    /// No namespace matches the channel, or the resource does not exist.
+    NotFound,
+    AlreadySubscribed,
+    NotSubscribed,
+    /// The connection sends requests faster than its limit; this one was dropped.
+    RateLimited,
+    /// A per-connection limit (subscriptions) is reached.
+    LimitExceeded,
+    /// The channel keeps no history, so there is nothing to recover or page.
+    NoHistory,
+    /// A backend (bus, store) could not be reached; try again.
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::NoHistory => "no_history",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error carried to the client: a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct HubError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl HubError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        HubError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the hub closes a socket. The numeric code is what the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The node is shutting down: reconnect (to another node) and resume.
+    Shutdown,
+    /// The connection fell too far behind; reconnect and resume from history.
+    SlowConsumer,
+    /// No pong (or any frame) within the timeout.
+    NoPong,
+    /// The first frame was not a valid `connect` in time.
+    AuthRequired,
+    /// The token was rejected.
+    InvalidToken,
+    /// The token expired without a `refresh`.
+    TokenExpired,
+    /// Disconnected through the server API.
+    Disconnected,
+    /// The user is banned.
+    Banned,
+    /// A frame above `gateway.max_message_bytes` (standard code).
+    TooLarge,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Shutdown => 4000,
+            CloseReason::SlowConsumer => 4001,
+            CloseReason::NoPong => 4002,
+            CloseReason::AuthRequired => 4100,
+            CloseReason::InvalidToken => 4101,
+            CloseReason::TokenExpired => 4102,
+            CloseReason::Disconnected => 4103,
+            CloseReason::Banned => 4104,
+            CloseReason::TooLarge => 1009,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::NoPong => "no pong",
+            CloseReason::AuthRequired => "auth required",
+            CloseReason::InvalidToken => "invalid token",
+            CloseReason::TokenExpired => "token expired",
+            CloseReason::Disconnected => "disconnected",
+            CloseReason::Banned => "banned",
+            CloseReason::TooLarge => "message too large",
+        }
+    }
+
+    pub fn from_code(code: u16) -> Option<CloseReason> {
+        use CloseReason::*;
+        [
+            Shutdown,
+            SlowConsumer,
+            NoPong,
+            AuthRequired,
+            InvalidToken,
+            TokenExpired,
+            Disconnected,
+            Banned,
+            TooLarge,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+}

@@ -1,0 +1,226 @@
+//! hub: one persistent-connection server for chat, notifications, tracking and meetings.
+//!
+//! `run` takes a bound listener, a config and a shutdown future, so a test can start a real hub
+//! on `127.0.0.1:0` and stop it. `main.rs` only parses the command line and calls it.
+
+pub mod api;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod errors;
+pub mod gateway;
+pub mod history;
+pub mod node;
+pub mod outbox;
+pub mod presence;
+pub mod protocol;
+
+use std::{future::Future, sync::Arc, sync::OnceLock};
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    auth::Claims,
+    bus::{Bus, LocalBus, LocalBusNetwork},
+    config::Config,
+    errors::CloseReason,
+    history::{History, MemoryHistory},
+    node::Node,
+    presence::{MemoryPresence, Presence},
+};
+
+/// What every HTTP and WebSocket handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    /// Live socket sessions, awaited on shutdown.
+    pub sessions: TaskTracker,
+    metrics: PrometheusHandle,
+}
+
+/// The backends named by the config. The one place that chooses implementations.
+pub struct Backends {
+    pub bus: Arc<dyn Bus>,
+    pub presence: Arc<dyn Presence>,
+    pub history: Arc<dyn History>,
+}
+
+impl Backends {
+    pub fn from_config(_config: &Config) -> Backends {
+        Backends {
+            bus: Arc::new(LocalBus::new(Arc::new(LocalBusNetwork::default()))),
+            presence: Arc::new(MemoryPresence::default()),
+            history: MemoryHistory::new(),
+        }
+    }
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+/// Serves the hub on `listener` until `shutdown` resolves, then drains: sockets are told to
+/// reconnect elsewhere (close 4000) and given `gateway.shutdown_grace` to go.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let backends = Backends::from_config(&config);
+    run_with(listener, config, backends, shutdown).await
+}
+
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    backends: Backends,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let node = Node::new(
+        config.clone(),
+        backends.bus,
+        backends.presence,
+        backends.history,
+    )?;
+    let state = AppState {
+        node: node.clone(),
+        sessions: TaskTracker::new(),
+        metrics: metrics_handle(),
+    };
+    let app = router(state.clone());
+    tokio::spawn(gateway::run_heartbeats(node.clone()));
+    tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
+    let drain_node = node.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets with 4000");
+            drain_node.shutdown.cancel();
+            drain_node.close_all(CloseReason::Shutdown);
+        })
+        .await?;
+    state.sessions.close();
+    if tokio::time::timeout(config.gateway.shutdown_grace, state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = node.connection_count(),
+            "shutdown grace over; dropping remaining sockets"
+        );
+    }
+    Ok(())
+}
+
+fn router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .route("/ws", get(gateway::ws_handler))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/dev/token", get(dev_token))
+        .nest("/api/v1", api::router(state.clone()));
+    let web_root = &state.node.config.web_root;
+    if !web_root.as_os_str().is_empty() {
+        app = app.fallback_service(tower_http::services::ServeDir::new(web_root));
+    }
+    app.with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let node = &state.node;
+    if node.shutdown.is_cancelled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response()
+    } else if !node.bus.healthy() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "bus": "unreachable" })),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "status": "ready", "node": node.id.as_ref() })).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let s = state.node.stats();
+    metrics::gauge!("hub_connections_open").set(s.connections as f64);
+    metrics::gauge!("hub_channels").set(s.channels as f64);
+    metrics::gauge!("hub_subscriptions").set(s.subscriptions as f64);
+    metrics::counter!("hub_publications_total").absolute(s.publications);
+    metrics::counter!("hub_deliveries_total").absolute(s.deliveries);
+    metrics::counter!("hub_connections_accepted_total").absolute(s.connections_total);
+    metrics::gauge!("hub_process_resident_bytes").set(s.process.rss_bytes as f64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    sub: String,
+    role: Option<String>,
+    /// Seconds until expiry (default 3600).
+    ttl: Option<u64>,
+    /// Comma-separated channel grants.
+    channels: Option<String>,
+}
+
+/// Mints a token for anyone who asks: exists only with `dev_mode = true`.
+async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>) -> Response {
+    let config = &state.node.config;
+    if !config.dev_mode || config.auth.hmac_secret.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": { "code": "not_found", "message": "dev mode is off" } })),
+        )
+            .into_response();
+    }
+    let claims = Claims {
+        sub: q.sub,
+        exp: auth::now_secs() + q.ttl.unwrap_or(3600),
+        role: q.role.filter(|r| !r.is_empty()),
+        channels: q
+            .channels
+            .map(|c| {
+                c.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let token = auth::mint_hs256(&config.auth.hmac_secret, &claims);
+    Json(json!({ "token": token, "claims": claims })).into_response()
+}

@@ -1,0 +1,691 @@
+//! The node: its connections, its channel table, and the operations every front end (sockets,
+//! server API, later the domain services) calls. It talks to other nodes only through the `Bus`,
+//! and keeps presence and history only through their traits.
+
+use std::sync::{
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+    Arc, Weak,
+};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::{Claims, Verifier},
+    bus::{Bus, BusHandler, BusMessage},
+    config::{Access, Config, NamespaceConfig},
+    errors::{CloseReason, ErrorCode, HubError},
+    history::{History, HistoryOptions, HistoryRead},
+    outbox::Outbox,
+    presence::Presence,
+    protocol::{
+        ClientInfo, Codec, Publication, ServerMsg, SharedMsg, StreamPosition, SubscribeReply,
+    },
+};
+
+/// Longest channel name accepted.
+pub const MAX_CHANNEL_LEN: usize = 255;
+
+/// One authenticated socket.
+pub struct Conn {
+    pub id: u64,
+    pub client: Arc<str>,
+    pub user: Arc<str>,
+    pub codec: Codec,
+    pub outbox: Outbox,
+    claims: Mutex<Arc<Claims>>,
+    /// Milliseconds since node start of the last frame received.
+    pub last_seen_ms: AtomicU64,
+    pub last_ping_ms: AtomicU64,
+    subs: Mutex<Vec<Arc<str>>>,
+}
+
+impl Conn {
+    pub fn claims(&self) -> Arc<Claims> {
+        self.claims.lock().clone()
+    }
+
+    pub fn set_claims(&self, claims: Claims) {
+        *self.claims.lock() = Arc::new(claims);
+    }
+
+    pub fn info(&self) -> ClientInfo {
+        ClientInfo {
+            user: self.user.to_string(),
+            client: self.client.to_string(),
+        }
+    }
+
+    pub fn push(&self, msg: &ServerMsg) -> bool {
+        self.outbox.push(self.codec.encode(msg))
+    }
+}
+
+/// A frame waiting for a subscription to finish its recovery: (offset or 0, bytes).
+type Pending = Mutex<Option<Vec<(u64, Bytes)>>>;
+
+struct Subscriber {
+    conn: Arc<Conn>,
+    /// Some while the subscribe reply is being prepared: live frames wait here so that none
+    /// arrives before the reply, and none that the reply already holds arrives twice.
+    pending: Pending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Subscribe,
+    Publish,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub publications: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub connections_total: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStats {
+    pub node: String,
+    pub connections: usize,
+    pub users: usize,
+    pub channels: usize,
+    pub subscriptions: usize,
+    pub publications: u64,
+    pub deliveries: u64,
+    pub slow_consumers: u64,
+    pub connections_total: u64,
+    pub process: ProcessStats,
+}
+
+/// The process's own figures, from /proc (what the load-test tool reports per connection).
+#[derive(Debug, Serialize, Default)]
+pub struct ProcessStats {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelStats {
+    pub channel: String,
+    pub subscribers: usize,
+}
+
+pub struct Node {
+    pub id: Arc<str>,
+    pub config: Arc<Config>,
+    pub verifier: Verifier,
+    pub bus: Arc<dyn Bus>,
+    pub presence: Arc<dyn Presence>,
+    pub history: Arc<dyn History>,
+    pub shutdown: CancellationToken,
+    pub counters: Counters,
+    started: std::time::Instant,
+    conns: DashMap<u64, Arc<Conn>>,
+    users: DashMap<Arc<str>, Vec<u64>>,
+    channels: DashMap<Arc<str>, Vec<Subscriber>>,
+    subscriptions: AtomicUsize,
+    next_conn: AtomicU64,
+}
+
+impl Node {
+    pub fn new(
+        config: Arc<Config>,
+        bus: Arc<dyn Bus>,
+        presence: Arc<dyn Presence>,
+        history: Arc<dyn History>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let id: Arc<str> = if config.node_id.is_empty() {
+            Arc::from(crate::history::new_epoch().as_str())
+        } else {
+            Arc::from(config.node_id.as_str())
+        };
+        let node = Arc::new(Node {
+            id,
+            verifier: Verifier::new(&config.auth)?,
+            config,
+            bus,
+            presence,
+            history,
+            shutdown: CancellationToken::new(),
+            counters: Counters::default(),
+            started: std::time::Instant::now(),
+            conns: DashMap::new(),
+            users: DashMap::new(),
+            channels: DashMap::new(),
+            subscriptions: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+        });
+        let handler: Weak<dyn BusHandler> = Arc::downgrade(&node) as Weak<dyn BusHandler>;
+        node.bus.attach(handler);
+        Ok(node)
+    }
+
+    /// Milliseconds since the node started: the clock of heartbeats.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    // ---- connections ----
+
+    pub fn register(&self, claims: Claims, codec: Codec) -> Arc<Conn> {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let g = &self.config.gateway;
+        let now = self.now_ms();
+        let user: Arc<str> = Arc::from(claims.sub.as_str());
+        let conn = Arc::new(Conn {
+            id,
+            client: Arc::from(format!("{}-{id}", self.id).as_str()),
+            user: user.clone(),
+            codec,
+            outbox: Outbox::new(g.outbox_bytes, g.outbox_frames),
+            claims: Mutex::new(Arc::new(claims)),
+            last_seen_ms: AtomicU64::new(now),
+            last_ping_ms: AtomicU64::new(now),
+            subs: Mutex::new(Vec::new()),
+        });
+        self.conns.insert(id, conn.clone());
+        self.users.entry(user).or_default().push(id);
+        self.counters
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("hub_connections").increment(1.0);
+        conn
+    }
+
+    /// Removes a closed connection and all its subscriptions.
+    pub async fn unregister(&self, conn: &Arc<Conn>) {
+        if self.conns.remove(&conn.id).is_none() {
+            return;
+        }
+        self.users.remove_if_mut(&conn.user, |_, ids| {
+            ids.retain(|id| *id != conn.id);
+            ids.is_empty()
+        });
+        let subs = std::mem::take(&mut *conn.subs.lock());
+        for channel in subs {
+            self.drop_subscription(conn, &channel).await;
+        }
+        if conn.outbox.closing() == Some(CloseReason::SlowConsumer) {
+            self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("hub_slow_consumer_closes_total").increment(1);
+        }
+        metrics::gauge!("hub_connections").decrement(1.0);
+    }
+
+    pub fn connections(&self) -> Vec<Arc<Conn>> {
+        self.conns.iter().map(|c| c.value().clone()).collect()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Closes every socket of `user` on this node and, through the bus, on every other.
+    pub async fn disconnect_user(
+        &self,
+        user: &str,
+        reason: CloseReason,
+    ) -> Result<usize, HubError> {
+        let n = self.disconnect_user_local(user, reason);
+        self.bus
+            .publish(BusMessage::DisconnectUser {
+                user: user.to_string(),
+                reason,
+            })
+            .await?;
+        Ok(n)
+    }
+
+    fn disconnect_user_local(&self, user: &str, reason: CloseReason) -> usize {
+        let ids = self
+            .users
+            .get(user)
+            .map(|ids| ids.clone())
+            .unwrap_or_default();
+        for id in &ids {
+            if let Some(conn) = self.conns.get(id) {
+                conn.outbox.close(reason);
+            }
+        }
+        ids.len()
+    }
+
+    /// Asks every socket to close with `reason` (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for conn in self.conns.iter() {
+            conn.outbox.close(reason);
+        }
+    }
+
+    // ---- channels ----
+
+    /// The namespace of `channel`, if `claims` may do `action` there.
+    pub fn authorize(
+        &self,
+        claims: &Claims,
+        channel: &str,
+        action: Action,
+    ) -> Result<&NamespaceConfig, HubError> {
+        let ns = self.namespace(channel)?;
+        if claims.role.as_ref().is_some_and(|r| ns.roles.contains(r)) {
+            return Ok(ns);
+        }
+        let access = match action {
+            Action::Subscribe => &ns.subscribe,
+            Action::Publish => &ns.publish,
+        };
+        let allowed = match access {
+            Access::Any => true,
+            Access::Owner => channel
+                .split_once(':')
+                .map(|(_, rest)| rest == claims.sub)
+                .unwrap_or(false),
+            Access::Grant => claims.channels.iter().any(|c| c == channel),
+            Access::None => false,
+        };
+        if allowed {
+            Ok(ns)
+        } else {
+            let verb = if action == Action::Subscribe {
+                "subscribe to"
+            } else {
+                "publish to"
+            };
+            Err(HubError::new(
+                ErrorCode::Forbidden,
+                format!("may not {verb} {channel}"),
+            ))
+        }
+    }
+
+    /// The namespace of a well-formed channel name.
+    pub fn namespace(&self, channel: &str) -> Result<&NamespaceConfig, HubError> {
+        if channel.is_empty()
+            || channel.len() > MAX_CHANNEL_LEN
+            || channel.chars().any(|c| c.is_control() || c == ' ')
+        {
+            return Err(HubError::new(
+                ErrorCode::BadRequest,
+                "channel names are 1-255 characters without spaces",
+            ));
+        }
+        self.config.namespace(channel).ok_or_else(|| {
+            HubError::new(
+                ErrorCode::NotFound,
+                format!("no namespace for channel {channel}"),
+            )
+        })
+    }
+
+    fn history_options(ns: &NamespaceConfig) -> Option<HistoryOptions> {
+        (ns.history_size > 0).then_some(HistoryOptions {
+            size: ns.history_size,
+            ttl: ns.history_ttl,
+        })
+    }
+
+    /// Subscribes `conn`. The subscription stays *pending* (live frames are held back) until
+    /// `activate` is called after the reply has been queued.
+    pub async fn subscribe(
+        &self,
+        conn: &Arc<Conn>,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<SubscribeReply, HubError> {
+        let claims = conn.claims();
+        let ns = self.authorize(&claims, channel, Action::Subscribe)?;
+        let key: Arc<str> = Arc::from(channel);
+        {
+            let mut subs = conn.subs.lock();
+            if subs.iter().any(|c| **c == *channel) {
+                return Err(HubError::new(
+                    ErrorCode::AlreadySubscribed,
+                    format!("already subscribed to {channel}"),
+                ));
+            }
+            if subs.len() >= self.config.gateway.max_subscriptions {
+                return Err(HubError::new(
+                    ErrorCode::LimitExceeded,
+                    "too many subscriptions on this connection",
+                ));
+            }
+            subs.push(key.clone());
+        }
+        let first_here = {
+            let mut entry = self.channels.entry(key.clone()).or_default();
+            entry.push(Subscriber {
+                conn: conn.clone(),
+                pending: Mutex::new(Some(Vec::new())),
+            });
+            entry.len() == 1
+        };
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .finish_subscribe(conn, ns, &key, since, first_here)
+            .await;
+        if result.is_err() {
+            conn.subs.lock().retain(|c| *c != key);
+            self.remove_subscriber(conn, &key).await;
+        }
+        result
+    }
+
+    async fn finish_subscribe(
+        &self,
+        conn: &Arc<Conn>,
+        ns: &NamespaceConfig,
+        channel: &Arc<str>,
+        since: Option<StreamPosition>,
+        first_here: bool,
+    ) -> Result<SubscribeReply, HubError> {
+        if first_here {
+            self.bus.subscribe(channel).await?;
+        }
+        let reply = match Self::history_options(ns) {
+            Some(opts) => {
+                let read = self
+                    .history
+                    .read(channel, since.as_ref(), opts.size, opts)
+                    .await?;
+                let recovered = since.is_some() && read.complete;
+                let publications = if recovered {
+                    read.publications.iter().map(|p| p.view()).collect()
+                } else {
+                    Vec::new()
+                };
+                SubscribeReply {
+                    position: Some(read.position),
+                    recovered,
+                    publications,
+                }
+            }
+            None if since.is_some() => {
+                return Err(HubError::new(
+                    ErrorCode::NoHistory,
+                    format!("{channel} keeps no history to recover"),
+                ))
+            }
+            None => SubscribeReply {
+                position: None,
+                recovered: false,
+                publications: Vec::new(),
+            },
+        };
+        if ns.presence {
+            let info = conn.info();
+            self.presence.add(channel, &info).await?;
+            if ns.join_leave {
+                self.broadcast(BusMessage::Join {
+                    channel: channel.clone(),
+                    info,
+                })
+                .await;
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Ends the pending state of a subscription: frames held back are queued after the reply,
+    /// except publications the reply already carried (offset ≤ `delivered`).
+    pub fn activate(&self, conn: &Arc<Conn>, channel: &str, delivered: u64) {
+        let Some(subs) = self.channels.get(channel) else {
+            return;
+        };
+        let Some(sub) = subs.iter().find(|s| s.conn.id == conn.id) else {
+            return;
+        };
+        let held = sub.pending.lock().take().unwrap_or_default();
+        for (offset, frame) in held {
+            if offset == 0 || offset > delivered {
+                conn.outbox.push(frame);
+            }
+        }
+    }
+
+    pub async fn unsubscribe(&self, conn: &Arc<Conn>, channel: &str) -> Result<(), HubError> {
+        let key = {
+            let mut subs = conn.subs.lock();
+            let Some(i) = subs.iter().position(|c| **c == *channel) else {
+                return Err(HubError::new(
+                    ErrorCode::NotSubscribed,
+                    format!("not subscribed to {channel}"),
+                ));
+            };
+            subs.swap_remove(i)
+        };
+        self.drop_subscription(conn, &key).await;
+        Ok(())
+    }
+
+    async fn drop_subscription(&self, conn: &Arc<Conn>, channel: &Arc<str>) {
+        self.remove_subscriber(conn, channel).await;
+        if let Ok(ns) = self.namespace(channel) {
+            if ns.presence {
+                if let Err(e) = self.presence.remove(channel, &conn.client).await {
+                    tracing::warn!(channel = %channel, error = %e, "presence remove failed");
+                }
+                if ns.join_leave {
+                    self.broadcast(BusMessage::Leave {
+                        channel: channel.clone(),
+                        info: conn.info(),
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn remove_subscriber(&self, conn: &Arc<Conn>, channel: &Arc<str>) {
+        let mut found = false;
+        let mut last_here = false;
+        self.channels.remove_if_mut(channel, |_, subs| {
+            let before = subs.len();
+            subs.retain(|s| s.conn.id != conn.id);
+            found = subs.len() < before;
+            last_here = subs.is_empty();
+            last_here
+        });
+        if found {
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        if last_here {
+            if let Err(e) = self.bus.unsubscribe(channel).await {
+                tracing::warn!(channel = %channel, error = %e, "bus unsubscribe failed");
+            }
+        }
+    }
+
+    // ---- publishing ----
+
+    /// Publishes to a channel: into its history (if it keeps one), to local subscribers, then to
+    /// other nodes. `from` is the publishing client, checked against the namespace rules; the
+    /// server API passes `None` and may publish anywhere a namespace exists.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        event: Option<String>,
+        data: Value,
+        from: Option<&Conn>,
+    ) -> Result<Option<StreamPosition>, HubError> {
+        let ns = match from {
+            Some(conn) => self.authorize(&conn.claims(), channel, Action::Publish)?,
+            None => self.namespace(channel)?,
+        };
+        let publication = Publication::new(
+            Arc::from(channel),
+            0,
+            event.unwrap_or_else(|| "message".to_string()),
+            data,
+            from.map(|c| c.user.to_string()),
+        );
+        let (publication, position) = match Self::history_options(ns) {
+            Some(opts) => {
+                let (p, pos) = self.history.append(publication, opts).await?;
+                (p, Some(pos))
+            }
+            None => (Arc::new(publication), None),
+        };
+        self.counters.publications.fetch_add(1, Ordering::Relaxed);
+        self.broadcast(BusMessage::Publication(publication)).await;
+        Ok(position)
+    }
+
+    /// Delivers here, then tells the other nodes. A bus failure is logged, not returned: local
+    /// delivery happened, and history lets remote subscribers recover.
+    async fn broadcast(&self, msg: BusMessage) {
+        self.deliver_local(&msg);
+        if let Err(e) = self.bus.publish(msg).await {
+            tracing::warn!(error = %e, "bus publish failed; delivered on this node only");
+        }
+    }
+
+    fn deliver_local(&self, msg: &BusMessage) {
+        match msg {
+            BusMessage::Publication(p) => {
+                self.fan_out(&p.channel, p.offset, |codec| p.encoded(codec))
+            }
+            BusMessage::Join { channel, info } => {
+                let shared = SharedMsg::new(ServerMsg::Join {
+                    channel: channel.to_string(),
+                    info: info.clone(),
+                });
+                self.fan_out(channel, 0, |codec| shared.encoded(codec));
+            }
+            BusMessage::Leave { channel, info } => {
+                let shared = SharedMsg::new(ServerMsg::Leave {
+                    channel: channel.to_string(),
+                    info: info.clone(),
+                });
+                self.fan_out(channel, 0, |codec| shared.encoded(codec));
+            }
+            BusMessage::DisconnectUser { user, reason } => {
+                self.disconnect_user_local(user, *reason);
+            }
+        }
+    }
+
+    /// Queues one frame on every local subscriber of `channel`; the frame is encoded once per codec.
+    fn fan_out(&self, channel: &str, offset: u64, frame: impl Fn(Codec) -> Bytes) {
+        let Some(subs) = self.channels.get(channel) else {
+            return;
+        };
+        let mut delivered = 0u64;
+        for sub in subs.iter() {
+            let bytes = frame(sub.conn.codec);
+            let mut pending = sub.pending.lock();
+            match pending.as_mut() {
+                Some(held) => held.push((offset, bytes)),
+                None => {
+                    drop(pending);
+                    if sub.conn.outbox.push(bytes) {
+                        delivered += 1;
+                    }
+                }
+            }
+        }
+        self.counters
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    // ---- reads ----
+
+    pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, HubError> {
+        let ns = self.namespace(channel)?;
+        if !ns.presence {
+            return Err(HubError::new(
+                ErrorCode::NotFound,
+                format!("{channel} keeps no presence"),
+            ));
+        }
+        self.presence.members(channel).await
+    }
+
+    pub async fn history(
+        &self,
+        channel: &str,
+        since: Option<&StreamPosition>,
+        limit: Option<usize>,
+    ) -> Result<HistoryRead, HubError> {
+        let ns = self.namespace(channel)?;
+        let opts = Self::history_options(ns).ok_or_else(|| {
+            HubError::new(ErrorCode::NoHistory, format!("{channel} keeps no history"))
+        })?;
+        let limit = limit.unwrap_or(opts.size).min(opts.size);
+        self.history.read(channel, since, limit, opts).await
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            node: self.id.to_string(),
+            connections: self.conns.len(),
+            users: self.users.len(),
+            channels: self.channels.len(),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            publications: self.counters.publications.load(Ordering::Relaxed),
+            deliveries: self.counters.deliveries.load(Ordering::Relaxed),
+            slow_consumers: self.counters.slow_consumers.load(Ordering::Relaxed),
+            connections_total: self.counters.connections_total.load(Ordering::Relaxed),
+            process: process_stats(),
+        }
+    }
+
+    /// Channels with local subscribers, those starting with `prefix`, largest first.
+    pub fn channel_stats(&self, prefix: &str, limit: usize) -> Vec<ChannelStats> {
+        let mut list: Vec<ChannelStats> = self
+            .channels
+            .iter()
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| ChannelStats {
+                channel: e.key().to_string(),
+                subscribers: e.value().len(),
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            b.subscribers
+                .cmp(&a.subscribers)
+                .then_with(|| a.channel.cmp(&b.channel))
+        });
+        list.truncate(limit);
+        list
+    }
+}
+
+impl BusHandler for Node {
+    fn on_bus_message(&self, msg: BusMessage) {
+        self.deliver_local(&msg);
+    }
+}
+
+fn process_stats() -> ProcessStats {
+    let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0);
+    // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second).
+    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0);
+    ProcessStats {
+        rss_bytes,
+        cpu_seconds,
+    }
+}
