@@ -3,9 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{
-    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
-};
+use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AuthConfig;
@@ -41,29 +39,23 @@ impl Verifier {
     pub fn new(config: &AuthConfig) -> anyhow::Result<Verifier> {
         let mut keys = Vec::new();
         if !config.hmac_secret.is_empty() {
-            keys.push((
-                Algorithm::HS256,
-                DecodingKey::from_secret(config.hmac_secret.as_bytes()),
-            ));
+            keys.push((Algorithm::HS256, DecodingKey::from_secret(config.hmac_secret.as_bytes())));
         }
         for path in &config.rsa_public_keys {
-            let pem = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("auth.rsa_public_keys: {}: {e}", path.display()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("auth.rsa_public_keys: {}: {e}", path.display()))?;
             let key = DecodingKey::from_rsa_pem(&pem)
                 .map_err(|e| anyhow::anyhow!("auth.rsa_public_keys: {}: {e}", path.display()))?;
             keys.push((Algorithm::RS256, key));
         }
         for path in &config.ec_public_keys {
-            let pem = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("auth.ec_public_keys: {}: {e}", path.display()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("auth.ec_public_keys: {}: {e}", path.display()))?;
             let key = DecodingKey::from_ec_pem(&pem)
                 .map_err(|e| anyhow::anyhow!("auth.ec_public_keys: {}: {e}", path.display()))?;
             keys.push((Algorithm::ES256, key));
         }
-        Ok(Verifier {
-            keys,
-            leeway: config.leeway.as_secs(),
-        })
+        Ok(Verifier { keys, leeway: config.leeway.as_secs() })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
@@ -89,19 +81,12 @@ impl Verifier {
 
 /// Mints an HS256 token (dev mode, tests, load tests).
 pub fn mint_hs256(secret: &str, claims: &Claims) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("HS256 signing with a byte secret cannot fail")
+    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .expect("HS256 signing with a byte secret cannot fail")
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -117,12 +102,7 @@ mod tests {
     }
 
     fn claims(exp: u64) -> Claims {
-        Claims {
-            sub: "alice".into(),
-            exp,
-            role: None,
-            channels: vec![],
-        }
+        Claims { sub: "alice".into(), exp, role: None, channels: vec![] }
     }
 
     #[test]
@@ -134,9 +114,6 @@ mod tests {
         assert!(matches!(v.verify(&forged), Err(AuthError::Invalid(_))));
         let old = mint_hs256("0123456789abcdef0123", &claims(now_secs() - 60));
         assert_eq!(v.verify(&old), Err(AuthError::Expired));
-        assert!(matches!(
-            v.verify("not a token"),
-            Err(AuthError::Invalid(_))
-        ));
+        assert!(matches!(v.verify("not a token"), Err(AuthError::Invalid(_))));
     }
 }

@@ -196,10 +196,7 @@ pub enum ConfigError {
 impl Config {
     /// Loads `file` (if given), then `HUB_*` variables (`HUB_GATEWAY__PING_INTERVAL=10s`), then
     /// `overrides` (`gateway.ping_interval=10s`), and validates the result.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        overrides: &[String],
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> Result<Config, ConfigError> {
         let mut fig = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
@@ -210,14 +207,14 @@ impl Config {
             }
             fig = fig.merge(Toml::file(file));
         }
-        fig = fig.merge(Env::prefixed("HUB_").split("__"));
+        // HUB_CONFIG and HUB_LOG are command-line settings, not config keys.
+        fig = fig.merge(Env::prefixed("HUB_").ignore(&["CONFIG", "LOG"]).split("__"));
         for item in overrides {
             let (key, value) = item.split_once('=').ok_or_else(|| ConfigError::Invalid {
                 key: item.clone(),
                 problem: "an override is written key=value".into(),
             })?;
-            let value: figment::value::Value =
-                value.parse().expect("figment values parse from any string");
+            let value: figment::value::Value = value.parse().expect("figment values parse from any string");
             fig = fig.merge(figment::providers::Serialized::global(key, value));
         }
         let config: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -227,18 +224,10 @@ impl Config {
 
     /// Checks what types alone cannot say.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, problem: &str| {
-            Err(ConfigError::Invalid {
-                key: key.into(),
-                problem: problem.into(),
-            })
-        };
+        let bad = |key: &str, problem: &str| Err(ConfigError::Invalid { key: key.into(), problem: problem.into() });
         let a = &self.auth;
         if a.hmac_secret.is_empty() && a.rsa_public_keys.is_empty() && a.ec_public_keys.is_empty() {
-            return bad(
-                "auth.hmac_secret",
-                "no token key configured (set a secret or public keys)",
-            );
+            return bad("auth.hmac_secret", "no token key configured (set a secret or public keys)");
         }
         if !a.hmac_secret.is_empty() && a.hmac_secret.len() < 16 {
             return bad("auth.hmac_secret", "must be at least 16 bytes long");
@@ -248,25 +237,16 @@ impl Config {
             return bad("gateway.max_message_bytes", "must be at least 128");
         }
         if g.outbox_bytes < g.max_message_bytes {
-            return bad(
-                "gateway.outbox_bytes",
-                "must be at least gateway.max_message_bytes",
-            );
+            return bad("gateway.outbox_bytes", "must be at least gateway.max_message_bytes");
         }
         if g.outbox_frames == 0 {
             return bad("gateway.outbox_frames", "must be above 0");
         }
         if g.ping_interval.is_zero() || g.pong_timeout.is_zero() {
-            return bad(
-                "gateway.ping_interval",
-                "ping interval and pong timeout must be above 0",
-            );
+            return bad("gateway.ping_interval", "ping interval and pong timeout must be above 0");
         }
         if g.rate_per_sec <= 0.0 || g.rate_burst < 1.0 {
-            return bad(
-                "gateway.rate_per_sec",
-                "rate must be above 0 and burst at least 1",
-            );
+            return bad("gateway.rate_per_sec", "rate must be above 0 and burst at least 1");
         }
         let mut seen = std::collections::HashSet::new();
         for (i, ns) in self.namespaces.iter().enumerate() {
@@ -277,16 +257,10 @@ impl Config {
                 return bad(&format!("namespaces[{i}].name"), "must not contain ':'");
             }
             if ns.join_leave && !ns.presence {
-                return bad(
-                    &format!("namespaces[{i}].join_leave"),
-                    "needs presence = true",
-                );
+                return bad(&format!("namespaces[{i}].join_leave"), "needs presence = true");
             }
             if ns.history_size > 0 && ns.history_ttl.is_zero() {
-                return bad(
-                    &format!("namespaces[{i}].history_ttl"),
-                    "must be above 0 with a history",
-                );
+                return bad(&format!("namespaces[{i}].history_ttl"), "must be above 0 with a history");
             }
         }
         for key in &self.api.keys {

@@ -68,10 +68,7 @@ pub struct HubError {
 
 impl HubError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HubError {
-            code,
-            message: message.into(),
-        }
+        HubError { code, message: message.into() }
     }
 }
 
@@ -129,18 +126,8 @@ impl CloseReason {
 
     pub fn from_code(code: u16) -> Option<CloseReason> {
         use CloseReason::*;
-        [
-            Shutdown,
-            SlowConsumer,
-            NoPong,
-            AuthRequired,
-            InvalidToken,
-            TokenExpired,
-            Disconnected,
-            Banned,
-            TooLarge,
-        ]
-        .into_iter()
-        .find(|r| r.code() == code)
+        [Shutdown, SlowConsumer, NoPong, AuthRequired, InvalidToken, TokenExpired, Disconnected, Banned, TooLarge]
+            .into_iter()
+            .find(|r| r.code() == code)
     }
 }

@@ -90,10 +90,7 @@ impl Stream {
     }
 
     fn position(&self) -> StreamPosition {
-        StreamPosition {
-            offset: self.top,
-            epoch: self.epoch.clone(),
-        }
+        StreamPosition { offset: self.top, epoch: self.epoch.clone() }
     }
 }
 
@@ -136,10 +133,7 @@ impl History for MemoryHistory {
         opts: HistoryOptions,
     ) -> Result<(Arc<Publication>, StreamPosition), HubError> {
         let now = Instant::now();
-        let entry = self
-            .streams
-            .entry(publication.channel.clone())
-            .or_insert_with(|| Mutex::new(Stream::new()));
+        let entry = self.streams.entry(publication.channel.clone()).or_insert_with(|| Mutex::new(Stream::new()));
         let mut s = entry.lock();
         if now.duration_since(s.last_write) > opts.ttl && s.top > 0 {
             *s = Stream::new();
@@ -162,10 +156,7 @@ impl History for MemoryHistory {
         opts: HistoryOptions,
     ) -> Result<HistoryRead, HubError> {
         let now = Instant::now();
-        let entry = self
-            .streams
-            .entry(Arc::from(channel))
-            .or_insert_with(|| Mutex::new(Stream::new()));
+        let entry = self.streams.entry(Arc::from(channel)).or_insert_with(|| Mutex::new(Stream::new()));
         let mut s = entry.lock();
         if now.duration_since(s.last_write) > opts.ttl && s.top > 0 {
             *s = Stream::new();
@@ -175,33 +166,16 @@ impl History for MemoryHistory {
         let after = match since {
             Some(p) if p.epoch == s.epoch && p.offset <= s.top => p.offset,
             Some(_) => {
-                return Ok(HistoryRead {
-                    position: s.position(),
-                    publications: Vec::new(),
-                    complete: false,
-                });
+                return Ok(HistoryRead { position: s.position(), publications: Vec::new(), complete: false });
             }
             None => 0,
         };
-        let first_kept = s
-            .entries
-            .front()
-            .map(|(_, p)| p.offset)
-            .unwrap_or(s.top + 1);
-        let publications: Vec<Arc<Publication>> = s
-            .entries
-            .iter()
-            .filter(|(_, p)| p.offset > after)
-            .take(limit)
-            .map(|(_, p)| p.clone())
-            .collect();
+        let first_kept = s.entries.front().map(|(_, p)| p.offset).unwrap_or(s.top + 1);
+        let publications: Vec<Arc<Publication>> =
+            s.entries.iter().filter(|(_, p)| p.offset > after).take(limit).map(|(_, p)| p.clone()).collect();
         let last = publications.last().map(|p| p.offset).unwrap_or(after);
         let complete = since.is_some() && first_kept <= after + 1 && last == s.top;
-        Ok(HistoryRead {
-            position: s.position(),
-            publications,
-            complete,
-        })
+        Ok(HistoryRead { position: s.position(), publications, complete })
     }
 }
 
@@ -214,10 +188,7 @@ mod tests {
         Publication::new(Arc::from("news"), 0, "message".into(), json!(n), None)
     }
 
-    const OPTS: HistoryOptions = HistoryOptions {
-        size: 3,
-        ttl: Duration::from_secs(60),
-    };
+    const OPTS: HistoryOptions = HistoryOptions { size: 3, ttl: Duration::from_secs(60) };
 
     #[tokio::test]
     async fn offsets_and_recovery() {
@@ -234,38 +205,16 @@ mod tests {
         }
         let r = h.read("news", Some(&mark), 100, OPTS).await.unwrap();
         assert!(r.complete);
-        assert_eq!(
-            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
-            vec![3, 4]
-        );
+        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4]);
         // 5 and 6 push 3 and 4's predecessors out: from offset 1 the gap cannot be filled.
         for n in 5..=6 {
             h.append(publication(n), OPTS).await.unwrap();
         }
-        let from_one = StreamPosition {
-            offset: 1,
-            epoch: mark.epoch.clone(),
-        };
-        assert!(
-            !h.read("news", Some(&from_one), 100, OPTS)
-                .await
-                .unwrap()
-                .complete
-        );
-        let wrong_epoch = StreamPosition {
-            offset: 4,
-            epoch: "other".into(),
-        };
-        assert!(
-            !h.read("news", Some(&wrong_epoch), 100, OPTS)
-                .await
-                .unwrap()
-                .complete
-        );
-        let up_to_date = StreamPosition {
-            offset: 6,
-            epoch: mark.epoch,
-        };
+        let from_one = StreamPosition { offset: 1, epoch: mark.epoch.clone() };
+        assert!(!h.read("news", Some(&from_one), 100, OPTS).await.unwrap().complete);
+        let wrong_epoch = StreamPosition { offset: 4, epoch: "other".into() };
+        assert!(!h.read("news", Some(&wrong_epoch), 100, OPTS).await.unwrap().complete);
+        let up_to_date = StreamPosition { offset: 6, epoch: mark.epoch };
         let r = h.read("news", Some(&up_to_date), 100, OPTS).await.unwrap();
         assert!(r.complete && r.publications.is_empty());
     }

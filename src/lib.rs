@@ -95,17 +95,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let node = Node::new(
-        config.clone(),
-        backends.bus,
-        backends.presence,
-        backends.history,
-    )?;
-    let state = AppState {
-        node: node.clone(),
-        sessions: TaskTracker::new(),
-        metrics: metrics_handle(),
-    };
+    let node = Node::new(config.clone(), backends.bus, backends.presence, backends.history)?;
+    let state = AppState { node: node.clone(), sessions: TaskTracker::new(), metrics: metrics_handle() };
     let app = router(state.clone());
     tokio::spawn(gateway::run_heartbeats(node.clone()));
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
@@ -119,14 +110,8 @@ pub async fn run_with(
         })
         .await?;
     state.sessions.close();
-    if tokio::time::timeout(config.gateway.shutdown_grace, state.sessions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            left = node.connection_count(),
-            "shutdown grace over; dropping remaining sockets"
-        );
+    if tokio::time::timeout(config.gateway.shutdown_grace, state.sessions.wait()).await.is_err() {
+        tracing::warn!(left = node.connection_count(), "shutdown grace over; dropping remaining sockets");
     }
     Ok(())
 }
@@ -134,10 +119,7 @@ pub async fn run_with(
 fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/ws", get(gateway::ws_handler))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/dev/token", get(dev_token))
@@ -152,17 +134,9 @@ fn router(state: AppState) -> Router {
 async fn readyz(State(state): State<AppState>) -> Response {
     let node = &state.node;
     if node.shutdown.is_cancelled() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "draining" })),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
     } else if !node.bus.healthy() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "bus": "unreachable" })),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "bus": "unreachable" }))).into_response()
     } else {
         Json(json!({ "status": "ready", "node": node.id.as_ref() })).into_response()
     }
@@ -177,14 +151,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metrics::counter!("hub_deliveries_total").absolute(s.deliveries);
     metrics::counter!("hub_connections_accepted_total").absolute(s.connections_total);
     metrics::gauge!("hub_process_resident_bytes").set(s.process.rss_bytes as f64);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -213,12 +180,7 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>
         role: q.role.filter(|r| !r.is_empty()),
         channels: q
             .channels
-            .map(|c| {
-                c.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|c| c.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
     };
     let token = auth::mint_hs256(&config.auth.hmac_secret, &claims);

@@ -22,9 +22,7 @@ use crate::{
     history::{History, HistoryOptions, HistoryRead},
     outbox::Outbox,
     presence::Presence,
-    protocol::{
-        ClientInfo, Codec, Publication, ServerMsg, SharedMsg, StreamPosition, SubscribeReply,
-    },
+    protocol::{ClientInfo, Codec, Publication, ServerMsg, SharedMsg, StreamPosition, SubscribeReply},
 };
 
 /// Longest channel name accepted.
@@ -54,10 +52,7 @@ impl Conn {
     }
 
     pub fn info(&self) -> ClientInfo {
-        ClientInfo {
-            user: self.user.to_string(),
-            client: self.client.to_string(),
-        }
+        ClientInfo { user: self.user.to_string(), client: self.client.to_string() }
     }
 
     pub fn push(&self, msg: &ServerMsg) -> bool {
@@ -191,9 +186,7 @@ impl Node {
         });
         self.conns.insert(id, conn.clone());
         self.users.entry(user).or_default().push(id);
-        self.counters
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("hub_connections").increment(1.0);
         conn
     }
@@ -211,11 +204,15 @@ impl Node {
         for channel in subs {
             self.drop_subscription(conn, &channel).await;
         }
-        if conn.outbox.closing() == Some(CloseReason::SlowConsumer) {
-            self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("hub_slow_consumer_closes_total").increment(1);
-        }
         metrics::gauge!("hub_connections").decrement(1.0);
+    }
+
+    /// Counts a close for a reason worth watching, before the client can see it.
+    pub fn count_close(&self, reason: CloseReason) {
+        if reason == CloseReason::SlowConsumer {
+            self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!("hub_closes_total", "reason" => reason.text()).increment(1);
     }
 
     pub fn connections(&self) -> Vec<Arc<Conn>> {
@@ -227,27 +224,14 @@ impl Node {
     }
 
     /// Closes every socket of `user` on this node and, through the bus, on every other.
-    pub async fn disconnect_user(
-        &self,
-        user: &str,
-        reason: CloseReason,
-    ) -> Result<usize, HubError> {
+    pub async fn disconnect_user(&self, user: &str, reason: CloseReason) -> Result<usize, HubError> {
         let n = self.disconnect_user_local(user, reason);
-        self.bus
-            .publish(BusMessage::DisconnectUser {
-                user: user.to_string(),
-                reason,
-            })
-            .await?;
+        self.bus.publish(BusMessage::DisconnectUser { user: user.to_string(), reason }).await?;
         Ok(n)
     }
 
     fn disconnect_user_local(&self, user: &str, reason: CloseReason) -> usize {
-        let ids = self
-            .users
-            .get(user)
-            .map(|ids| ids.clone())
-            .unwrap_or_default();
+        let ids = self.users.get(user).map(|ids| ids.clone()).unwrap_or_default();
         for id in &ids {
             if let Some(conn) = self.conns.get(id) {
                 conn.outbox.close(reason);
@@ -266,12 +250,7 @@ impl Node {
     // ---- channels ----
 
     /// The namespace of `channel`, if `claims` may do `action` there.
-    pub fn authorize(
-        &self,
-        claims: &Claims,
-        channel: &str,
-        action: Action,
-    ) -> Result<&NamespaceConfig, HubError> {
+    pub fn authorize(&self, claims: &Claims, channel: &str, action: Action) -> Result<&NamespaceConfig, HubError> {
         let ns = self.namespace(channel)?;
         if claims.role.as_ref().is_some_and(|r| ns.roles.contains(r)) {
             return Ok(ns);
@@ -282,52 +261,31 @@ impl Node {
         };
         let allowed = match access {
             Access::Any => true,
-            Access::Owner => channel
-                .split_once(':')
-                .map(|(_, rest)| rest == claims.sub)
-                .unwrap_or(false),
+            Access::Owner => channel.split_once(':').map(|(_, rest)| rest == claims.sub).unwrap_or(false),
             Access::Grant => claims.channels.iter().any(|c| c == channel),
             Access::None => false,
         };
         if allowed {
             Ok(ns)
         } else {
-            let verb = if action == Action::Subscribe {
-                "subscribe to"
-            } else {
-                "publish to"
-            };
-            Err(HubError::new(
-                ErrorCode::Forbidden,
-                format!("may not {verb} {channel}"),
-            ))
+            let verb = if action == Action::Subscribe { "subscribe to" } else { "publish to" };
+            Err(HubError::new(ErrorCode::Forbidden, format!("may not {verb} {channel}")))
         }
     }
 
     /// The namespace of a well-formed channel name.
     pub fn namespace(&self, channel: &str) -> Result<&NamespaceConfig, HubError> {
-        if channel.is_empty()
-            || channel.len() > MAX_CHANNEL_LEN
-            || channel.chars().any(|c| c.is_control() || c == ' ')
+        if channel.is_empty() || channel.len() > MAX_CHANNEL_LEN || channel.chars().any(|c| c.is_control() || c == ' ')
         {
-            return Err(HubError::new(
-                ErrorCode::BadRequest,
-                "channel names are 1-255 characters without spaces",
-            ));
+            return Err(HubError::new(ErrorCode::BadRequest, "channel names are 1-255 characters without spaces"));
         }
-        self.config.namespace(channel).ok_or_else(|| {
-            HubError::new(
-                ErrorCode::NotFound,
-                format!("no namespace for channel {channel}"),
-            )
-        })
+        self.config
+            .namespace(channel)
+            .ok_or_else(|| HubError::new(ErrorCode::NotFound, format!("no namespace for channel {channel}")))
     }
 
     fn history_options(ns: &NamespaceConfig) -> Option<HistoryOptions> {
-        (ns.history_size > 0).then_some(HistoryOptions {
-            size: ns.history_size,
-            ttl: ns.history_ttl,
-        })
+        (ns.history_size > 0).then_some(HistoryOptions { size: ns.history_size, ttl: ns.history_ttl })
     }
 
     /// Subscribes `conn`. The subscription stays *pending* (live frames are held back) until
@@ -344,31 +302,20 @@ impl Node {
         {
             let mut subs = conn.subs.lock();
             if subs.iter().any(|c| **c == *channel) {
-                return Err(HubError::new(
-                    ErrorCode::AlreadySubscribed,
-                    format!("already subscribed to {channel}"),
-                ));
+                return Err(HubError::new(ErrorCode::AlreadySubscribed, format!("already subscribed to {channel}")));
             }
             if subs.len() >= self.config.gateway.max_subscriptions {
-                return Err(HubError::new(
-                    ErrorCode::LimitExceeded,
-                    "too many subscriptions on this connection",
-                ));
+                return Err(HubError::new(ErrorCode::LimitExceeded, "too many subscriptions on this connection"));
             }
             subs.push(key.clone());
         }
         let first_here = {
             let mut entry = self.channels.entry(key.clone()).or_default();
-            entry.push(Subscriber {
-                conn: conn.clone(),
-                pending: Mutex::new(Some(Vec::new())),
-            });
+            entry.push(Subscriber { conn: conn.clone(), pending: Mutex::new(Some(Vec::new())) });
             entry.len() == 1
         };
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .finish_subscribe(conn, ns, &key, since, first_here)
-            .await;
+        let result = self.finish_subscribe(conn, ns, &key, since, first_here).await;
         if result.is_err() {
             conn.subs.lock().retain(|c| *c != key);
             self.remove_subscriber(conn, &key).await;
@@ -389,43 +336,22 @@ impl Node {
         }
         let reply = match Self::history_options(ns) {
             Some(opts) => {
-                let read = self
-                    .history
-                    .read(channel, since.as_ref(), opts.size, opts)
-                    .await?;
+                let read = self.history.read(channel, since.as_ref(), opts.size, opts).await?;
                 let recovered = since.is_some() && read.complete;
-                let publications = if recovered {
-                    read.publications.iter().map(|p| p.view()).collect()
-                } else {
-                    Vec::new()
-                };
-                SubscribeReply {
-                    position: Some(read.position),
-                    recovered,
-                    publications,
-                }
+                let publications =
+                    if recovered { read.publications.iter().map(|p| p.view()).collect() } else { Vec::new() };
+                SubscribeReply { position: Some(read.position), recovered, publications }
             }
             None if since.is_some() => {
-                return Err(HubError::new(
-                    ErrorCode::NoHistory,
-                    format!("{channel} keeps no history to recover"),
-                ))
+                return Err(HubError::new(ErrorCode::NoHistory, format!("{channel} keeps no history to recover")))
             }
-            None => SubscribeReply {
-                position: None,
-                recovered: false,
-                publications: Vec::new(),
-            },
+            None => SubscribeReply { position: None, recovered: false, publications: Vec::new() },
         };
         if ns.presence {
             let info = conn.info();
             self.presence.add(channel, &info).await?;
             if ns.join_leave {
-                self.broadcast(BusMessage::Join {
-                    channel: channel.clone(),
-                    info,
-                })
-                .await;
+                self.broadcast(BusMessage::Join { channel: channel.clone(), info }).await;
             }
         }
         Ok(reply)
@@ -452,10 +378,7 @@ impl Node {
         let key = {
             let mut subs = conn.subs.lock();
             let Some(i) = subs.iter().position(|c| **c == *channel) else {
-                return Err(HubError::new(
-                    ErrorCode::NotSubscribed,
-                    format!("not subscribed to {channel}"),
-                ));
+                return Err(HubError::new(ErrorCode::NotSubscribed, format!("not subscribed to {channel}")));
             };
             subs.swap_remove(i)
         };
@@ -471,11 +394,7 @@ impl Node {
                     tracing::warn!(channel = %channel, error = %e, "presence remove failed");
                 }
                 if ns.join_leave {
-                    self.broadcast(BusMessage::Leave {
-                        channel: channel.clone(),
-                        info: conn.info(),
-                    })
-                    .await;
+                    self.broadcast(BusMessage::Leave { channel: channel.clone(), info: conn.info() }).await;
                 }
             }
         }
@@ -547,21 +466,13 @@ impl Node {
 
     fn deliver_local(&self, msg: &BusMessage) {
         match msg {
-            BusMessage::Publication(p) => {
-                self.fan_out(&p.channel, p.offset, |codec| p.encoded(codec))
-            }
+            BusMessage::Publication(p) => self.fan_out(&p.channel, p.offset, |codec| p.encoded(codec)),
             BusMessage::Join { channel, info } => {
-                let shared = SharedMsg::new(ServerMsg::Join {
-                    channel: channel.to_string(),
-                    info: info.clone(),
-                });
+                let shared = SharedMsg::new(ServerMsg::Join { channel: channel.to_string(), info: info.clone() });
                 self.fan_out(channel, 0, |codec| shared.encoded(codec));
             }
             BusMessage::Leave { channel, info } => {
-                let shared = SharedMsg::new(ServerMsg::Leave {
-                    channel: channel.to_string(),
-                    info: info.clone(),
-                });
+                let shared = SharedMsg::new(ServerMsg::Leave { channel: channel.to_string(), info: info.clone() });
                 self.fan_out(channel, 0, |codec| shared.encoded(codec));
             }
             BusMessage::DisconnectUser { user, reason } => {
@@ -589,9 +500,7 @@ impl Node {
                 }
             }
         }
-        self.counters
-            .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
+        self.counters.deliveries.fetch_add(delivered, Ordering::Relaxed);
     }
 
     // ---- reads ----
@@ -599,10 +508,7 @@ impl Node {
     pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, HubError> {
         let ns = self.namespace(channel)?;
         if !ns.presence {
-            return Err(HubError::new(
-                ErrorCode::NotFound,
-                format!("{channel} keeps no presence"),
-            ));
+            return Err(HubError::new(ErrorCode::NotFound, format!("{channel} keeps no presence")));
         }
         self.presence.members(channel).await
     }
@@ -614,9 +520,8 @@ impl Node {
         limit: Option<usize>,
     ) -> Result<HistoryRead, HubError> {
         let ns = self.namespace(channel)?;
-        let opts = Self::history_options(ns).ok_or_else(|| {
-            HubError::new(ErrorCode::NoHistory, format!("{channel} keeps no history"))
-        })?;
+        let opts = Self::history_options(ns)
+            .ok_or_else(|| HubError::new(ErrorCode::NoHistory, format!("{channel} keeps no history")))?;
         let limit = limit.unwrap_or(opts.size).min(opts.size);
         self.history.read(channel, since, limit, opts).await
     }
@@ -642,16 +547,9 @@ impl Node {
             .channels
             .iter()
             .filter(|e| e.key().starts_with(prefix))
-            .map(|e| ChannelStats {
-                channel: e.key().to_string(),
-                subscribers: e.value().len(),
-            })
+            .map(|e| ChannelStats { channel: e.key().to_string(), subscribers: e.value().len() })
             .collect();
-        list.sort_by(|a, b| {
-            b.subscribers
-                .cmp(&a.subscribers)
-                .then_with(|| a.channel.cmp(&b.channel))
-        });
+        list.sort_by(|a, b| b.subscribers.cmp(&a.subscribers).then_with(|| a.channel.cmp(&b.channel)));
         list.truncate(limit);
         list
     }
@@ -666,11 +564,7 @@ impl BusHandler for Node {
 fn process_stats() -> ProcessStats {
     let rss_bytes = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
         .map(|pages| pages * 4096)
         .unwrap_or(0);
     // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second).
@@ -684,8 +578,5 @@ fn process_stats() -> ProcessStats {
             Some((utime + stime) / 100.0)
         })
         .unwrap_or(0.0);
-    ProcessStats {
-        rss_bytes,
-        cpu_seconds,
-    }
+    ProcessStats { rss_bytes, cpu_seconds }
 }

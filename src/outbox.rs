@@ -38,13 +38,7 @@ pub struct Batch {
 
 impl Outbox {
     pub fn new(max_bytes: usize, max_frames: usize) -> Self {
-        Outbox {
-            state: Mutex::new(State::default()),
-            wake: Notify::new(),
-            kill: Notify::new(),
-            max_bytes,
-            max_frames,
-        }
+        Outbox { state: Mutex::new(State::default()), wake: Notify::new(), kill: Notify::new(), max_bytes, max_frames }
     }
 
     /// Queues a frame. Returns false when the connection is closing or has just overflowed
@@ -96,11 +90,7 @@ impl Outbox {
     pub fn take(&self) -> Batch {
         let mut s = self.state.lock();
         s.bytes = 0;
-        Batch {
-            frames: std::mem::take(&mut s.frames),
-            ping: std::mem::take(&mut s.ping),
-            close: s.close,
-        }
+        Batch { frames: std::mem::take(&mut s.frames), ping: std::mem::take(&mut s.ping), close: s.close }
     }
 
     pub async fn ready(&self) {

@@ -27,10 +27,7 @@ pub struct MemoryPresence {
 #[async_trait]
 impl Presence for MemoryPresence {
     async fn add(&self, channel: &str, info: &ClientInfo) -> Result<(), HubError> {
-        self.channels
-            .entry(channel.to_string())
-            .or_default()
-            .insert(info.client.clone(), info.clone());
+        self.channels.entry(channel.to_string()).or_default().insert(info.client.clone(), info.clone());
         Ok(())
     }
 
@@ -43,11 +40,8 @@ impl Presence for MemoryPresence {
     }
 
     async fn members(&self, channel: &str) -> Result<Vec<ClientInfo>, HubError> {
-        let mut list: Vec<ClientInfo> = self
-            .channels
-            .get(channel)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let mut list: Vec<ClientInfo> =
+            self.channels.get(channel).map(|m| m.values().cloned().collect()).unwrap_or_default();
         list.sort_by(|a, b| (&a.user, &a.client).cmp(&(&b.user, &b.client)));
         Ok(list)
     }
@@ -60,14 +54,8 @@ mod tests {
     #[tokio::test]
     async fn add_remove_list() {
         let p = MemoryPresence::default();
-        let a = ClientInfo {
-            user: "a".into(),
-            client: "1".into(),
-        };
-        let b = ClientInfo {
-            user: "b".into(),
-            client: "2".into(),
-        };
+        let a = ClientInfo { user: "a".into(), client: "1".into() };
+        let b = ClientInfo { user: "b".into(), client: "2".into() };
         p.add("room", &a).await.unwrap();
         p.add("room", &a).await.unwrap();
         p.add("room", &b).await.unwrap();

@@ -32,12 +32,8 @@ impl Codec {
     /// Encodes a server message. Serialization of these types cannot fail (string keys only).
     pub fn encode<T: Serialize>(self, msg: &T) -> Bytes {
         match self {
-            Codec::Json => {
-                Bytes::from(serde_json::to_vec(msg).expect("json encoding of protocol types"))
-            }
-            Codec::MsgPack => Bytes::from(
-                rmp_serde::to_vec_named(msg).expect("msgpack encoding of protocol types"),
-            ),
+            Codec::Json => Bytes::from(serde_json::to_vec(msg).expect("json encoding of protocol types")),
+            Codec::MsgPack => Bytes::from(rmp_serde::to_vec_named(msg).expect("msgpack encoding of protocol types")),
         }
     }
 
@@ -232,10 +228,7 @@ pub struct SharedMsg {
 
 impl SharedMsg {
     pub fn new(msg: ServerMsg) -> Self {
-        SharedMsg {
-            msg,
-            encoded: EncodeOnce::default(),
-        }
+        SharedMsg { msg, encoded: EncodeOnce::default() }
     }
 
     pub fn encoded(&self, codec: Codec) -> Bytes {
@@ -244,21 +237,8 @@ impl SharedMsg {
 }
 
 impl Publication {
-    pub fn new(
-        channel: Arc<str>,
-        offset: u64,
-        event: String,
-        data: Value,
-        from: Option<String>,
-    ) -> Self {
-        Publication {
-            channel,
-            offset,
-            event,
-            data,
-            from,
-            encoded: EncodeOnce::default(),
-        }
+    pub fn new(channel: Arc<str>, offset: u64, event: String, data: Value, from: Option<String>) -> Self {
+        Publication { channel, offset, event, data, from, encoded: EncodeOnce::default() }
     }
 
     fn push_msg(&self) -> ServerMsg {

@@ -32,9 +32,7 @@ impl From<HubError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code {
-            ErrorCode::BadRequest | ErrorCode::UnknownOp | ErrorCode::NoHistory => {
-                StatusCode::BAD_REQUEST
-            }
+            ErrorCode::BadRequest | ErrorCode::UnknownOp | ErrorCode::NoHistory => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -61,10 +59,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(e) => Err(ApiError(HubError::new(
-                ErrorCode::BadRequest,
-                e.body_text(),
-            ))),
+            Err(e) => Err(ApiError(HubError::new(ErrorCode::BadRequest, e.body_text()))),
         }
     }
 }
@@ -82,33 +77,18 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(state, require_key));
     Router::new()
-        .route(
-            "/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-        )
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .merge(guarded)
 }
 
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let keys = &state.node.config.api.keys;
     match given {
-        Some(key)
-            if keys
-                .iter()
-                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
-        {
-            next.run(req).await
-        }
-        _ => ApiError(HubError::new(
-            ErrorCode::Unauthorized,
-            "a valid API key is required (Authorization: Bearer …)",
-        ))
-        .into_response(),
+        Some(key) if keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) => next.run(req).await,
+        _ => ApiError(HubError::new(ErrorCode::Unauthorized, "a valid API key is required (Authorization: Bearer …)"))
+            .into_response(),
     }
 }
 
@@ -124,13 +104,8 @@ struct PublishBody {
 }
 
 async fn publish(State(state): State<AppState>, ApiJson(body): ApiJson<PublishBody>) -> ApiResult {
-    let position = state
-        .node
-        .publish(&body.channel, body.event, body.data, None)
-        .await?;
-    Ok(Json(
-        serde_json::to_value(PublishReply { position }).unwrap_or_default(),
-    ))
+    let position = state.node.publish(&body.channel, body.event, body.data, None).await?;
+    Ok(Json(serde_json::to_value(PublishReply { position }).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]
@@ -141,23 +116,13 @@ struct BroadcastBody {
 }
 
 /// Publishes the same data to many channels; each channel's outcome is reported on its own.
-async fn broadcast(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<BroadcastBody>,
-) -> ApiResult {
+async fn broadcast(State(state): State<AppState>, ApiJson(body): ApiJson<BroadcastBody>) -> ApiResult {
     if body.channels.is_empty() || body.channels.len() > 1000 {
-        return Err(HubError::new(
-            ErrorCode::BadRequest,
-            "channels must list 1 to 1000 channels",
-        )
-        .into());
+        return Err(HubError::new(ErrorCode::BadRequest, "channels must list 1 to 1000 channels").into());
     }
     let mut results = Vec::with_capacity(body.channels.len());
     for channel in &body.channels {
-        let outcome = state
-            .node
-            .publish(channel, body.event.clone(), body.data.clone(), None)
-            .await;
+        let outcome = state.node.publish(channel, body.event.clone(), body.data.clone(), None).await;
         results.push(match outcome {
             Ok(position) => json!({ "channel": channel, "position": position }),
             Err(e) => json!({ "channel": channel, "error": { "code": e.code.as_str(), "message": e.message } }),
@@ -180,16 +145,13 @@ async fn disconnect_user(
     let body: DisconnectBody = if body.is_empty() {
         DisconnectBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))?
+        serde_json::from_slice(&body).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))?
     };
     let reason = match body.reason.as_deref() {
         None | Some("disconnect") => CloseReason::Disconnected,
         Some("ban") => CloseReason::Banned,
         Some(other) => {
-            return Err(
-                HubError::new(ErrorCode::BadRequest, format!("unknown reason {other:?}")).into(),
-            );
+            return Err(HubError::new(ErrorCode::BadRequest, format!("unknown reason {other:?}")).into());
         }
     };
     let closed = state.node.disconnect_user(&user, reason).await?;
@@ -203,18 +165,13 @@ struct ChannelsQuery {
 }
 
 async fn channels(State(state): State<AppState>, Query(q): Query<ChannelsQuery>) -> ApiResult {
-    let list = state.node.channel_stats(
-        q.prefix.as_deref().unwrap_or(""),
-        q.limit.unwrap_or(100).min(10_000),
-    );
+    let list = state.node.channel_stats(q.prefix.as_deref().unwrap_or(""), q.limit.unwrap_or(100).min(10_000));
     Ok(Json(json!({ "channels": list })))
 }
 
 async fn presence(State(state): State<AppState>, Path(channel): Path<String>) -> ApiResult {
     let members = state.node.presence(&channel).await?;
-    Ok(Json(
-        serde_json::to_value(PresenceReply { members }).unwrap_or_default(),
-    ))
+    Ok(Json(serde_json::to_value(PresenceReply { members }).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]
@@ -232,25 +189,16 @@ async fn history(
     let since = match (q.offset, q.epoch) {
         (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
         (None, None) => None,
-        _ => {
-            return Err(HubError::new(ErrorCode::BadRequest, "offset and epoch go together").into())
-        }
+        _ => return Err(HubError::new(ErrorCode::BadRequest, "offset and epoch go together").into()),
     };
-    let read = state
-        .node
-        .history(&channel, since.as_ref(), q.limit)
-        .await?;
-    let reply = HistoryReply {
-        position: read.position,
-        publications: read.publications.iter().map(|p| p.view()).collect(),
-    };
+    let read = state.node.history(&channel, since.as_ref(), q.limit).await?;
+    let reply =
+        HistoryReply { position: read.position, publications: read.publications.iter().map(|p| p.view()).collect() };
     let mut body = serde_json::to_value(reply).unwrap_or_default();
     body["complete"] = json!(read.complete);
     Ok(Json(body))
 }
 
 async fn stats(State(state): State<AppState>) -> ApiResult {
-    Ok(Json(
-        serde_json::to_value(state.node.stats()).unwrap_or_default(),
-    ))
+    Ok(Json(serde_json::to_value(state.node.stats()).unwrap_or_default()))
 }

@@ -22,9 +22,7 @@ pub struct LocalBus {
 
 impl LocalBus {
     pub fn new(network: Arc<LocalBusNetwork>) -> Self {
-        let me = network
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let me = network.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         LocalBus { network, me }
     }
 }
@@ -38,11 +36,7 @@ impl Bus for LocalBus {
     async fn publish(&self, msg: BusMessage) -> Result<(), HubError> {
         let peers: Vec<Arc<dyn BusHandler>> = {
             let nodes = self.network.nodes.read();
-            nodes
-                .iter()
-                .filter(|(id, _)| *id != self.me)
-                .filter_map(|(_, h)| h.upgrade())
-                .collect()
+            nodes.iter().filter(|(id, _)| *id != self.me).filter_map(|(_, h)| h.upgrade()).collect()
         };
         for peer in peers {
             peer.on_bus_message(msg.clone());

@@ -11,8 +11,7 @@ pub async fn run_heartbeats(node: Arc<Node>) {
     let g = &node.config.gateway;
     let ping_ms = g.ping_interval.as_millis() as u64;
     let dead_ms = ping_ms + g.pong_timeout.as_millis() as u64;
-    let tick = (g.ping_interval.min(g.pong_timeout) / 4)
-        .clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let tick = (g.ping_interval.min(g.pong_timeout) / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let leeway = node.config.auth.leeway.as_secs();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -29,9 +28,7 @@ pub async fn run_heartbeats(node: Arc<Node>) {
                 conn.outbox.close(CloseReason::NoPong);
             } else if conn.claims().exp + leeway < now_s {
                 conn.outbox.close(CloseReason::TokenExpired);
-            } else if quiet >= ping_ms
-                && now.saturating_sub(conn.last_ping_ms.load(Ordering::Relaxed)) >= ping_ms
-            {
+            } else if quiet >= ping_ms && now.saturating_sub(conn.last_ping_ms.load(Ordering::Relaxed)) >= ping_ms {
                 conn.last_ping_ms.store(now, Ordering::Relaxed);
                 conn.outbox.ping();
             }

@@ -9,12 +9,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(rate_per_sec: f64, burst: f64, now_ms: u64) -> Self {
-        RateLimiter {
-            tokens: burst,
-            last_ms: now_ms,
-            rate_per_ms: rate_per_sec / 1000.0,
-            burst,
-        }
+        RateLimiter { tokens: burst, last_ms: now_ms, rate_per_ms: rate_per_sec / 1000.0, burst }
     }
 
     /// Takes one token if there is one.

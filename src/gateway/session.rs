@@ -15,23 +15,12 @@ use crate::{
     errors::{CloseReason, ErrorCode, HubError},
     node::{Conn, Node},
     outbox::Batch,
-    protocol::{
-        salvage_id, Codec, ConnectReply, HistoryReply, Op, PresenceReply, PublishReply, Request,
-        ServerMsg,
-    },
+    protocol::{salvage_id, Codec, ConnectReply, HistoryReply, Op, PresenceReply, PublishReply, Request, ServerMsg},
 };
 
 /// Op names the server knows, to tell `unknown_op` from `bad_request`.
-const KNOWN_OPS: &[&str] = &[
-    "connect",
-    "refresh",
-    "subscribe",
-    "unsubscribe",
-    "publish",
-    "presence",
-    "history",
-    "ping",
-];
+const KNOWN_OPS: &[&str] =
+    &["connect", "refresh", "subscribe", "unsubscribe", "publish", "presence", "history", "ping"];
 
 pub async fn run<S, E>(node: Arc<Node>, mut ws: S, codec: Codec)
 where
@@ -84,6 +73,7 @@ where
         }
     };
     if let Some(reason) = close {
+        node.count_close(reason);
         finish_close(&mut ws, reason, g.close_grace).await;
     }
     node.unregister(&conn).await;
@@ -111,33 +101,25 @@ where
     };
     let (frame_codec, bytes) = first;
     let (id, outcome) = match frame_codec.decode::<Request>(&bytes) {
-        Ok(Request {
-            id,
-            op: Op::Connect { token },
-        }) => (Some(id), node.verifier.verify(&token)),
-        Ok(Request { id, .. }) => (
-            Some(id),
-            Err(AuthError::Invalid(
-                "the first frame must be a connect".into(),
-            )),
-        ),
-        Err(e) => (
-            salvage_id(frame_codec, &bytes),
-            Err(AuthError::Invalid(format!("bad connect frame: {e}"))),
-        ),
+        Ok(Request { id, op: Op::Connect { token } }) => (Some(id), node.verifier.verify(&token).map_err(Some)),
+        Ok(Request { id, .. }) => (Some(id), Err(None)),
+        Err(_) => (salvage_id(frame_codec, &bytes), Err(None)),
     };
     let claims = match outcome {
         Ok(claims) => claims,
         Err(e) => {
-            let (code, reason) = match e {
-                AuthError::Expired => (ErrorCode::TokenExpired, CloseReason::TokenExpired),
-                AuthError::Invalid(_) => (ErrorCode::Unauthorized, CloseReason::InvalidToken),
+            let (code, reason, message) = match e {
+                Some(AuthError::Expired) => {
+                    (ErrorCode::TokenExpired, CloseReason::TokenExpired, "token expired".into())
+                }
+                Some(AuthError::Invalid(m)) => (ErrorCode::Unauthorized, CloseReason::InvalidToken, m),
+                None => (
+                    ErrorCode::Unauthorized,
+                    CloseReason::AuthRequired,
+                    "the first frame must be a valid connect request".to_string(),
+                ),
             };
-            let msg = ServerMsg::Error {
-                id,
-                code: code.as_str().into(),
-                message: e.to_string(),
-            };
+            let msg = ServerMsg::Error { id, code: code.as_str().into(), message };
             if ws.send(to_message(codec, codec.encode(&msg))).await.is_ok() {
                 finish_close(ws, reason, grace).await;
             }
@@ -153,10 +135,7 @@ where
         expires_at,
         ping_interval_ms: node.config.gateway.ping_interval.as_millis() as u64,
     };
-    conn.push(&ServerMsg::Reply {
-        id: id.unwrap_or(0),
-        data: to_value(&reply),
-    });
+    conn.push(&ServerMsg::Reply { id: id.unwrap_or(0), data: to_value(&reply) });
     Some(conn)
 }
 
@@ -164,12 +143,7 @@ where
 /// highest offset the reply carried).
 type Handled = (ServerMsg, Option<(String, u64)>);
 
-async fn handle_frame(
-    node: &Arc<Node>,
-    conn: &Arc<Conn>,
-    frame_codec: Codec,
-    bytes: &[u8],
-) -> Handled {
+async fn handle_frame(node: &Arc<Node>, conn: &Arc<Conn>, frame_codec: Codec, bytes: &[u8]) -> Handled {
     let request = match frame_codec.decode::<Request>(bytes) {
         Ok(r) => r,
         Err(e) => return decode_error(frame_codec, bytes, e),
@@ -181,11 +155,7 @@ async fn handle_frame(
     }
 }
 
-async fn handle_op(
-    node: &Arc<Node>,
-    conn: &Arc<Conn>,
-    op: Op,
-) -> Result<(Value, Option<(String, u64)>), HubError> {
+async fn handle_op(node: &Arc<Node>, conn: &Arc<Conn>, op: Op) -> Result<(Value, Option<(String, u64)>), HubError> {
     match op {
         Op::Connect { .. } => Err(HubError::new(ErrorCode::BadRequest, "already connected")),
         Op::Refresh { token } => {
@@ -194,10 +164,7 @@ async fn handle_op(
                 AuthError::Invalid(m) => HubError::new(ErrorCode::Unauthorized, m),
             })?;
             if claims.sub != *conn.user {
-                return Err(HubError::new(
-                    ErrorCode::Unauthorized,
-                    "token is for another user",
-                ));
+                return Err(HubError::new(ErrorCode::Unauthorized, "token is for another user"));
             }
             let exp = claims.exp;
             conn.set_claims(claims);
@@ -217,11 +184,7 @@ async fn handle_op(
             node.unsubscribe(conn, &channel).await?;
             Ok((Value::Object(Default::default()), None))
         }
-        Op::Publish {
-            channel,
-            event,
-            data,
-        } => {
+        Op::Publish { channel, event, data } => {
             let position = node.publish(&channel, event, data, Some(conn)).await?;
             Ok((to_value(&PublishReply { position }), None))
         }
@@ -230,18 +193,11 @@ async fn handle_op(
             let members = node.presence(&channel).await?;
             Ok((to_value(&PresenceReply { members }), None))
         }
-        Op::History {
-            channel,
-            since,
-            limit,
-        } => {
+        Op::History { channel, since, limit } => {
             node.authorize(&conn.claims(), &channel, crate::node::Action::Subscribe)?;
             let read = node.history(&channel, since.as_ref(), limit).await?;
             if since.is_some() && !read.complete && read.publications.is_empty() {
-                return Err(HubError::new(
-                    ErrorCode::NotFound,
-                    "position unknown: epoch changed or history trimmed",
-                ));
+                return Err(HubError::new(ErrorCode::NotFound, "position unknown: epoch changed or history trimmed"));
             }
             let reply = HistoryReply {
                 position: read.position,
@@ -259,10 +215,7 @@ fn decode_error(codec: Codec, bytes: &[u8], e: String) -> Handled {
         op: String,
     }
     let id = salvage_id(codec, bytes);
-    let unknown = codec
-        .decode::<OpOnly>(bytes)
-        .ok()
-        .filter(|o| !KNOWN_OPS.contains(&o.op.as_str()));
+    let unknown = codec.decode::<OpOnly>(bytes).ok().filter(|o| !KNOWN_OPS.contains(&o.op.as_str()));
     match unknown {
         Some(o) => error_msg(id, ErrorCode::UnknownOp, &format!("unknown op {:?}", o.op)),
         None => error_msg(id, ErrorCode::BadRequest, &e),
@@ -270,14 +223,7 @@ fn decode_error(codec: Codec, bytes: &[u8], e: String) -> Handled {
 }
 
 fn error_msg(id: Option<u64>, code: ErrorCode, message: &str) -> Handled {
-    (
-        ServerMsg::Error {
-            id,
-            code: code.as_str().into(),
-            message: message.into(),
-        },
-        None,
-    )
+    (ServerMsg::Error { id, code: code.as_str().into(), message: message.into() }, None)
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
@@ -331,10 +277,7 @@ async fn finish_close<S, E>(ws: &mut S, reason: CloseReason, grace: Duration)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
 {
-    let frame = CloseFrame {
-        code: reason.code(),
-        reason: Utf8Bytes::from_static(reason.text()),
-    };
+    let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.text()) };
     let _ = tokio::time::timeout(grace, async {
         if ws.send(Message::Close(Some(frame))).await.is_err() {
             return;

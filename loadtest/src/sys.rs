@@ -1,0 +1,42 @@
+//! What the tool needs from the operating system: the open-file limit, its own CPU time, and a
+//! wall clock shared by every process on the machine (for end-to-end latency).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Raises the soft open-file limit to the hard limit; returns the soft limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur as u64;
+            }
+        }
+        lim.rlim_cur as u64
+    }
+}
+
+/// User + system CPU seconds of this process, from /proc/self/stat (clock ticks of 1/100 s).
+pub fn own_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Microseconds since the Unix epoch: the send stamp in every publication. All processes read
+/// the same clock here (loopback only), so receive minus send is the end-to-end latency.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}

@@ -1,0 +1,237 @@
+// Unit tests of the SDK against a scripted fake socket (no server, no browser).
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { HubClient } from '../hub.js';
+import { FakeSocket, once, sockets } from './fake-socket.mjs';
+
+function client(options = {}) {
+  return new HubClient('ws://hub.test/ws', {
+    token: 't1',
+    WebSocket: FakeSocket,
+    minReconnectDelay: 1,
+    maxReconnectDelay: 5,
+    ...options,
+  });
+}
+
+test('connects with the hub.json subprotocol and a connect frame', async () => {
+  const hub = client();
+  const connected = hub.connect();
+  const sock = await sockets.next();
+  assert.deepEqual(sock.protocols, ['hub.json']);
+  const frame = await sock.accept({ user: 'alice' });
+  assert.equal(frame.token, 't1');
+  assert.equal(typeof frame.id, 'number');
+  const info = await connected;
+  assert.equal(info.user, 'alice');
+  assert.equal(hub.state, 'connected');
+  hub.disconnect();
+});
+
+test('requests get their reply or an error with its code, or time out', async () => {
+  const hub = client({ timeout: 200 });
+  hub.connect();
+  const sock = await sockets.next();
+  await sock.accept();
+
+  const published = hub.publish('news', { a: 1 }, 'note');
+  const pub = await sock.next();
+  assert.deepEqual({ ...pub, id: 0 }, { id: 0, op: 'publish', channel: 'news', data: { a: 1 }, event: 'note' });
+
+  const presence = hub.presence('news');
+  const pres = await sock.next();
+  assert.ok(pres.id > pub.id, 'ids increase');
+  // Replies may come in any order; each settles its own request.
+  sock.error(pres.id, 'forbidden', 'may not');
+  sock.reply(pub.id, { position: { offset: 1, epoch: 'e' } });
+  assert.deepEqual(await published, { position: { offset: 1, epoch: 'e' } });
+  await assert.rejects(presence, (e) => e.code === 'forbidden' && e.message === 'may not');
+
+  const timedOut = hub.ping();
+  await sock.next();
+  await assert.rejects(timedOut, (e) => e.code === 'timeout');
+  hub.disconnect();
+});
+
+test('resume delivers missed publications once, in order, then live ones', async () => {
+  const hub = client();
+  const got = [];
+  let refetches = 0;
+  hub.connect();
+  let sock = await sockets.next();
+  await sock.accept();
+  const sub = hub.subscribe('news', {
+    onPublication: (p) => got.push(p.offset),
+    onRefetch: () => refetches++,
+  });
+  let req = await sock.next();
+  assert.equal(req.since, undefined);
+  sock.reply(req.id, { position: { offset: 5, epoch: 'E' }, recovered: false });
+  await sub.ready;
+  for (const offset of [6, 7, 7, 5]) sock.push({ type: 'push', channel: 'news', offset, event: 'message', data: {} });
+  assert.deepEqual(got, [6, 7]);
+
+  sock.serverClose(4001, 'slow consumer');
+  sock = await sockets.next();
+  await sock.accept({ client: 'c2' });
+  req = await sock.next();
+  assert.deepEqual(req.since, { offset: 7, epoch: 'E' });
+  const pubs = [7, 8, 9].map((offset) => ({ offset, event: 'message', data: {} }));
+  sock.reply(req.id, { position: { offset: 9, epoch: 'E' }, recovered: true, publications: pubs });
+  for (const offset of [9, 10]) sock.push({ type: 'push', channel: 'news', offset, event: 'message', data: {} });
+  assert.deepEqual(got, [6, 7, 8, 9, 10]);
+  assert.equal(refetches, 0);
+  hub.disconnect();
+});
+
+test('an unrecoverable gap calls onRefetch and restarts from the new position', async () => {
+  const hub = client();
+  const got = [];
+  let refetches = 0;
+  hub.connect();
+  let sock = await sockets.next();
+  await sock.accept();
+  hub.subscribe('news', { onPublication: (p) => got.push(p.offset), onRefetch: () => refetches++ });
+  let req = await sock.next();
+  sock.reply(req.id, { position: { offset: 50, epoch: 'A' }, recovered: false });
+
+  hub._testDropSocket();
+  sock = await sockets.next();
+  await sock.accept();
+  req = await sock.next();
+  assert.deepEqual(req.since, { offset: 50, epoch: 'A' });
+  sock.reply(req.id, { position: { offset: 3, epoch: 'B' }, recovered: false });
+  assert.equal(refetches, 1);
+  sock.push({ type: 'push', channel: 'news', offset: 4, event: 'message', data: {} });
+  assert.deepEqual(got, [4]);
+  assert.deepEqual(hub.getSubscription('news')._since(), { offset: 4, epoch: 'B' });
+  hub.disconnect();
+});
+
+test('channels without history deliver every push and resubscribe without since', async () => {
+  const hub = client();
+  const got = [];
+  hub.connect();
+  let sock = await sockets.next();
+  await sock.accept();
+  hub.subscribe('public:x', { onPublication: (p) => got.push(p.data) });
+  let req = await sock.next();
+  sock.reply(req.id, { recovered: false });
+  sock.push({ type: 'push', channel: 'public:x', event: 'message', data: 1 });
+  sock.push({ type: 'push', channel: 'public:x', event: 'message', data: 1 });
+  assert.deepEqual(got, [1, 1]);
+  hub._testDropSocket();
+  sock = await sockets.next();
+  await sock.accept();
+  req = await sock.next();
+  assert.equal(req.since, undefined);
+  hub.disconnect();
+});
+
+test('41xx closes are final, except 4102 with getToken', async () => {
+  const hub = client();
+  const connected = hub.connect();
+  const sock = await sockets.next();
+  await sock.accept();
+  await connected;
+  const gone = once(hub, 'disconnected');
+  sock.serverClose(4103, 'disconnected');
+  assert.deepEqual(await gone, { code: 4103, reason: 'disconnected', reconnect: false });
+  assert.equal(hub.state, 'disconnected');
+  await assert.rejects(hub.publish('news', 1), (e) => e.code === 'not_connected');
+
+  // A fixed token cannot be renewed: 4102 is final too.
+  const fixed = client();
+  fixed.connect();
+  const s2 = await sockets.next();
+  await s2.accept();
+  const gone2 = once(fixed, 'disconnected');
+  s2.serverClose(4102, 'token expired');
+  assert.equal((await gone2).reconnect, false);
+
+  // With getToken, a fresh token is fetched and the client reconnects.
+  let n = 0;
+  const renewing = client({ token: undefined, getToken: async () => `tok${++n}` });
+  renewing.connect();
+  const s3 = await sockets.next();
+  assert.equal((await s3.accept()).token, 'tok1');
+  s3.serverClose(4102, 'token expired');
+  const s4 = await sockets.next();
+  assert.equal((await s4.accept()).token, 'tok2');
+  renewing.disconnect();
+});
+
+test('4000-range and abnormal closes reconnect with the cached token', async () => {
+  let n = 0;
+  const hub = client({ token: undefined, getToken: async () => `tok${++n}` });
+  hub.connect();
+  for (const code of [4000, 1006, 1009, 1011]) {
+    const sock = await sockets.next();
+    assert.equal((await sock.accept()).token, 'tok1');
+    const gone = once(hub, 'disconnected');
+    sock.serverClose(code);
+    assert.equal((await gone).reconnect, true);
+  }
+  const last = await sockets.next();
+  await last.accept();
+  hub.disconnect();
+  assert.equal(last.closedByClient, 1000);
+});
+
+test('the token is refreshed on the live connection before it expires', async () => {
+  let n = 0;
+  const hub = client({ token: undefined, getToken: async () => `tok${++n}` });
+  hub.connect();
+  const sock = await sockets.next();
+  // Expires in one second: the refresh is due 200 ms before.
+  await sock.accept({ expires_at: Math.floor(Date.now() / 1000) + 1 });
+  const refresh = await sock.next();
+  assert.equal(refresh.op, 'refresh');
+  assert.equal(refresh.token, 'tok2');
+  const later = Math.floor(Date.now() / 1000) + 3600;
+  const refreshed = once(hub, 'refreshed');
+  sock.reply(refresh.id, { expires_at: later });
+  assert.deepEqual(await refreshed, { expires_at: later });
+  assert.equal(hub.info.expires_at, later);
+  hub.disconnect();
+});
+
+test('a subscription made before connect is sent once connected; unsubscribe stops delivery', async () => {
+  const hub = client();
+  const got = [];
+  const sub = hub.subscribe('lobby', { onPublication: (p) => got.push(p.offset) });
+  hub.connect();
+  const sock = await sockets.next();
+  await sock.accept();
+  const req = await sock.next();
+  assert.equal(req.op, 'subscribe');
+  sock.reply(req.id, { position: { offset: 0, epoch: 'E' }, recovered: false });
+  await sub.ready;
+  sock.push({ type: 'push', channel: 'lobby', offset: 1, event: 'message', data: {} });
+  const done = sub.unsubscribe();
+  const unsub = await sock.next();
+  assert.deepEqual({ ...unsub, id: 0 }, { id: 0, op: 'unsubscribe', channel: 'lobby' });
+  sock.reply(unsub.id, {});
+  await done;
+  sock.push({ type: 'push', channel: 'lobby', offset: 2, event: 'message', data: {} });
+  assert.deepEqual(got, [1]);
+  assert.equal(hub.getSubscription('lobby'), undefined);
+  hub.disconnect();
+});
+
+test('a refused subscribe rejects ready and drops the subscription', async () => {
+  const hub = client();
+  hub.connect();
+  const sock = await sockets.next();
+  await sock.accept();
+  let reported = null;
+  const sub = hub.subscribe('user:bob', { onError: (e) => (reported = e) });
+  const req = await sock.next();
+  sock.error(req.id, 'forbidden', 'may not subscribe to user:bob');
+  await assert.rejects(sub.ready, (e) => e.code === 'forbidden');
+  assert.equal(reported.code, 'forbidden');
+  assert.equal(hub.getSubscription('user:bob'), undefined);
+  hub.disconnect();
+});
