@@ -34,7 +34,7 @@ export const CloseCode = Object.freeze({
 });
 
 /** Server error codes worth retrying a resubscribe for, on the same connection. */
-const TRANSIENT = new Set(['unavailable', 'internal', 'rate_limited', 'timeout']);
+const TRANSIENT = new Set(['unavailable', 'internal', 'rate_limited']);
 
 /**
  * @typedef {object} HubOptions
@@ -97,7 +97,7 @@ export class HubClient extends Emitter {
     this._token = options.token ?? null;
     this._tokenExpired = false;
     this._nextId = 1;
-    /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
+    /** @type {Map<number, {done: Function, timer: any}>} requests awaiting their reply */
     this._pending = new Map();
     /** @type {Map<string, Subscription>} */
     this._subs = new Map();
@@ -168,27 +168,26 @@ export class HubClient extends Emitter {
     ws.onopen = () => this._sendConnect(token);
   }
 
-  async _sendConnect(token) {
-    let info;
-    try {
-      info = await this._rawRequest({ op: 'connect', token }, this.options.timeout);
-    } catch (e) {
-      // A rejected token comes with a close (4101/4102) that decides what happens next.
-      if (e.code === 'token_expired') this._tokenExpired = true;
-      this._log('connect refused', e);
-      return;
-    }
-    clearTimeout(this._timers.connect);
-    this.info = info;
-    this._attempt = 0;
-    this._tokenExpired = false;
-    this._setState('connected');
-    this._scheduleRefresh();
-    this._startHeartbeat();
-    this.emit('connected', info);
-    for (const w of this._waiters) w.resolve(info);
-    this._waiters.clear();
-    for (const sub of this._subs.values()) this._sendSubscribe(sub);
+  _sendConnect(token) {
+    this._send({ op: 'connect', token }, this.options.timeout, (err, info) => {
+      if (err) {
+        // A refused token comes with a close (4101/4102) that decides what happens next.
+        if (err.code === 'token_expired') this._tokenExpired = true;
+        this._log('connect refused', err);
+        return;
+      }
+      clearTimeout(this._timers.connect);
+      this.info = info;
+      this._attempt = 0;
+      this._tokenExpired = false;
+      this._setState('connected');
+      this._scheduleRefresh();
+      this._startHeartbeat();
+      this.emit('connected', info);
+      for (const w of this._waiters) w.resolve(info);
+      this._waiters.clear();
+      for (const sub of this._subs.values()) this._sendSubscribe(sub);
+    });
   }
 
   /**
@@ -215,7 +214,7 @@ export class HubClient extends Emitter {
     }
     for (const p of this._pending.values()) {
       clearTimeout(p.timer);
-      p.reject(new HubError('disconnected', `connection closed (${code} ${reason || ''})`.trim()));
+      p.done(new HubError('disconnected', `connection closed (${code} ${reason || ''})`.trim()));
     }
     this._pending.clear();
     for (const sub of this._subs.values()) if (sub.state === 'subscribed') sub.state = 'subscribing';
@@ -373,8 +372,8 @@ export class HubClient extends Emitter {
         }
         this._pending.delete(msg.id);
         clearTimeout(p.timer);
-        if (msg.type === 'reply') p.resolve(msg.data);
-        else p.reject(new HubError(msg.code, msg.message));
+        if (msg.type === 'reply') p.done(null, msg.data);
+        else p.done(new HubError(msg.code, msg.message));
         return;
       }
       case 'push': {
@@ -392,25 +391,33 @@ export class HubClient extends Emitter {
   }
 
   /**
-   * Sends a request on the current socket and waits for its reply.
+   * Sends a request on the current socket; `done(err, data)` runs synchronously when its reply
+   * frame is handled, before any later frame, which subscribe replies rely on for ordering.
    * @param {object} frame without `id`
    * @param {number} timeout ms
+   * @param {(err: HubError | null, data?: any) => void} done
    */
-  _rawRequest(frame, timeout) {
+  _send(frame, timeout, done) {
     const ws = this._ws;
     if (!ws || ws.readyState !== 1) {
-      return Promise.reject(new HubError('not_connected', 'not connected'));
+      done(new HubError('not_connected', 'not connected'));
+      return;
     }
     const id = this._nextId++;
     const body = { id, ...frame };
+    const timer = setTimeout(() => {
+      this._pending.delete(id);
+      done(new HubError('timeout', `no reply to ${frame.op} within ${timeout} ms`));
+    }, timeout);
+    this._pending.set(id, { done, timer });
+    this._log('->', body);
+    ws.send(JSON.stringify(body));
+  }
+
+  /** `_send` as a promise. */
+  _rawRequest(frame, timeout) {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this._pending.delete(id);
-        reject(new HubError('timeout', `no reply to ${frame.op} within ${timeout} ms`));
-      }, timeout);
-      this._pending.set(id, { resolve, reject, timer });
-      this._log('->', body);
-      ws.send(JSON.stringify(body));
+      this._send(frame, timeout, (err, data) => (err ? reject(err) : resolve(data)));
     });
   }
 
@@ -445,29 +452,28 @@ export class HubClient extends Emitter {
   }
 
   /** @param {Subscription} sub */
-  async _sendSubscribe(sub, retry = 0) {
+  _sendSubscribe(sub, retry = 0) {
     const ws = this._ws;
     const since = sub._since();
     const frame = { op: 'subscribe', channel: sub.channel };
     if (since) frame.since = since;
-    let data;
-    try {
-      data = await this._rawRequest(frame, this.options.timeout);
-    } catch (e) {
-      if (sub.state === 'unsubscribed' || this._ws !== ws || e.code === 'disconnected') return;
-      if (TRANSIENT.has(e.code)) {
-        // Retry on this connection; a new connection resubscribes anyway.
+    this._send(frame, this.options.timeout, (err, data) => {
+      // Unsubscribed while the request was in flight (its unsubscribe follows on the same
+      // socket), or the socket is gone (the next one resubscribes).
+      if (sub.state === 'unsubscribed' || this._ws !== ws || !ws) return;
+      if (!err) {
+        sub._applySubscribed(data, since);
+      } else if (err.code === 'timeout') {
+        // No answer in time: the link is bad; a new connection resubscribes everything.
+        this._lost(1006, 'subscribe timeout', true);
+      } else if (TRANSIENT.has(err.code)) {
         const delay = backoffDelay(retry, this.options.minReconnectDelay, this.options.maxReconnectDelay);
         setTimeout(() => this._ws === ws && this._sendSubscribe(sub, retry + 1), delay);
-        return;
+      } else {
+        this._forget(sub);
+        sub._fail(err);
       }
-      this._forget(sub);
-      sub._fail(e);
-      return;
-    }
-    // Unsubscribed while the request was in flight: its unsubscribe follows on the same socket.
-    if (sub.state === 'unsubscribed' || this._ws !== ws) return;
-    sub._applySubscribed(data, since);
+    });
   }
 
   /** @param {Subscription} sub */

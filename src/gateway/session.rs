@@ -27,7 +27,8 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let Some(conn) = authenticate(&node, &mut ws, codec).await else {
+    // Rare, large futures are boxed so that the parked state of an idle socket stays small.
+    let Some(conn) = Box::pin(authenticate(&node, &mut ws, codec)).await else {
         return;
     };
     let g = &node.config.gateway;
@@ -37,7 +38,7 @@ where
             _ = conn.outbox.ready() => {
                 let batch = conn.outbox.take();
                 let close = batch.close;
-                if write_batch(&mut ws, &conn, batch).await.is_err() {
+                if Box::pin(write_batch(&mut ws, &conn, batch)).await.is_err() {
                     break None;
                 }
                 if close.is_some() {
@@ -59,7 +60,7 @@ where
                     };
                     if let Some((frame_codec, bytes)) = payload {
                         let reply = if limiter.allow(node.now_ms()) {
-                            handle_frame(&node, &conn, frame_codec, &bytes).await
+                            Box::pin(handle_frame(&node, &conn, frame_codec, &bytes)).await
                         } else {
                             error_msg(salvage_id(frame_codec, &bytes), ErrorCode::RateLimited, "too many requests")
                         };
@@ -74,9 +75,9 @@ where
     };
     if let Some(reason) = close {
         node.count_close(reason);
-        finish_close(&mut ws, reason, g.close_grace).await;
+        Box::pin(finish_close(&mut ws, reason, g.close_grace)).await;
     }
-    node.unregister(&conn).await;
+    Box::pin(node.unregister(&conn)).await;
 }
 
 /// Waits for a valid `connect` as the first frame; closes the socket on anything else.
