@@ -44,7 +44,7 @@ pub struct AuthConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Bearer keys accepted by `/api/v1`. Empty disables the server API.
@@ -155,12 +155,6 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig { keys: Vec::new() }
     }
 }
 

@@ -36,7 +36,10 @@ async fn api_publish_broadcast_history_and_errors() {
     assert!(p.get("from").is_none(), "server publications carry no user");
 
     let (status, body) = hub
-        .api_post("/broadcast", json!({ "channels": ["public:a", "user:reader", "nowhere:1"], "event": "note", "data": "x" }))
+        .api_post(
+            "/broadcast",
+            json!({ "channels": ["public:a", "user:reader", "nowhere:1"], "event": "note", "data": "x" }),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["results"][2]["error"]["code"], "not_found");

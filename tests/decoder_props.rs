@@ -26,17 +26,25 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 fn request() -> impl Strategy<Value = Request> {
     let channel = "[a-z]{1,8}(:[a-z0-9]{1,8})?";
-    let since = prop::option::of((any::<u32>(), "[0-9a-f]{10}").prop_map(|(o, e)| StreamPosition { offset: o as u64, epoch: e }));
+    let since = prop::option::of(
+        (any::<u32>(), "[0-9a-f]{10}").prop_map(|(o, e)| StreamPosition { offset: o as u64, epoch: e }),
+    );
     let op = prop_oneof![
         "[A-Za-z0-9._-]{0,40}".prop_map(|token| Op::Connect { token }),
         "[A-Za-z0-9._-]{0,40}".prop_map(|token| Op::Refresh { token }),
         (channel, since.clone()).prop_map(|(channel, since)| Op::Subscribe { channel, since }),
         channel.prop_map(|channel| Op::Unsubscribe { channel }),
-        (channel, prop::option::of("[a-z]{1,8}"), json_value())
-            .prop_map(|(channel, event, data)| Op::Publish { channel, event, data }),
+        (channel, prop::option::of("[a-z]{1,8}"), json_value()).prop_map(|(channel, event, data)| Op::Publish {
+            channel,
+            event,
+            data
+        }),
         channel.prop_map(|channel| Op::Presence { channel }),
-        (channel, since, prop::option::of(0usize..500))
-            .prop_map(|(channel, since, limit)| Op::History { channel, since, limit }),
+        (channel, since, prop::option::of(0usize..500)).prop_map(|(channel, since, limit)| Op::History {
+            channel,
+            since,
+            limit
+        }),
         Just(Op::Ping {}),
     ];
     (any::<u32>(), op).prop_map(|(id, op)| Request { id: id as u64, op })
@@ -87,7 +95,8 @@ async fn live_hub_answers_every_random_frame() {
             Message::binary(bytes)
         } else {
             // Valid UTF-8 text with JSON-ish punctuation mixed in.
-            let text: String = bytes.iter().map(|b| ['{', '}', '"', ':', ',', '[', ']', 'a', '1', ' '][(*b % 10) as usize]).collect();
+            let text: String =
+                bytes.iter().map(|b| ['{', '}', '"', ':', ',', '[', ']', 'a', '1', ' '][(*b % 10) as usize]).collect();
             Message::text(text)
         };
         c.send_raw(msg).await;

@@ -240,3 +240,42 @@ async fn shutdown_tells_clients_to_reconnect_elsewhere() {
     assert_eq!(a.close_code().await, Some(4000));
     assert_eq!(b.close_code().await, Some(4000));
 }
+
+/// Tokens signed with RS256 and ES256 keys are accepted when their public keys are configured.
+#[tokio::test]
+async fn rs256_and_es256_tokens_with_configured_public_keys() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let dir = std::env::temp_dir().join(format!("hub-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl").args(args).current_dir(&dir).status().unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.pem"]);
+    openssl(&["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"]);
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec.pem"]);
+    openssl(&["pkey", "-in", "ec.pem", "-pubout", "-out", "ec.pub.pem"]);
+    let rsa_pub = dir.join("rsa.pub.pem");
+    let ec_pub = dir.join("ec.pub.pem");
+    let hub = Hub::start(&[
+        &format!("auth.rsa_public_keys=[\"{}\"]", rsa_pub.display()),
+        &format!("auth.ec_public_keys=[\"{}\"]", ec_pub.display()),
+    ]);
+    let claims = hub::auth::Claims { sub: "keyed".into(), exp: now_secs() + 60, role: None, channels: vec![] };
+    let rsa_key = EncodingKey::from_rsa_pem(&std::fs::read(dir.join("rsa.pem")).unwrap()).unwrap();
+    let ec_key = EncodingKey::from_ec_pem(&std::fs::read(dir.join("ec.pem")).unwrap()).unwrap();
+    let rs = encode(&Header::new(Algorithm::RS256), &claims, &rsa_key).unwrap();
+    let es = encode(&Header::new(Algorithm::ES256), &claims, &ec_key).unwrap();
+    for token in [rs, es] {
+        let c = Client::connect_token(&hub, &token, Codec::Json).await;
+        assert_eq!(c.connect_reply["user"], "keyed");
+    }
+    // An ES256 token from a key that is not configured is refused.
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.pem"]);
+    let other = EncodingKey::from_ec_pem(&std::fs::read(dir.join("other.pem")).unwrap()).unwrap();
+    let forged = encode(&Header::new(Algorithm::ES256), &claims, &other).unwrap();
+    let mut c = Client::open(&hub, Codec::Json).await;
+    assert_eq!(c.request(json!({ "op": "connect", "token": forged })).await["code"], "unauthorized");
+    assert_eq!(c.close_code().await, Some(4101));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -228,11 +228,12 @@ export class HubClient extends Emitter {
       reconnect = false;
     }
     this._log('disconnected', code, reason, reconnect ? '(will reconnect)' : '');
+    // Listeners see the state that follows: 'connecting' if a retry comes, else 'disconnected'.
+    this._setState(reconnect ? 'connecting' : 'disconnected');
     this.emit('disconnected', { code, reason, reconnect });
     if (reconnect) {
       this._scheduleReconnect(code, reason);
     } else {
-      this._setState('disconnected');
       globalThis.removeEventListener?.('online', this._onOnline);
       const err = new HubError('disconnected', `disconnected: ${code} ${reason || ''}`.trim());
       err.closeCode = code;
@@ -482,6 +483,8 @@ export class HubClient extends Emitter {
   }
 
   /**
+   * Publishes. Not retried by the SDK: a `disconnected` rejection means the publication may or
+   * may not have been made (the app decides whether to send again).
    * @param {string} channel
    * @param {any} data any JSON value
    * @param {string} [event] defaults to "message" on the server

@@ -154,7 +154,14 @@ impl Publishers {
                 }
             }
         }
-        while tasks.join_next().await.is_some() {}
+        // Each publisher is bounded by its pacer and its ack grace, but a write can block on a
+        // hub that stops reading: the whole is bounded too.
+        let limit = plan.duration + plan.ack_grace + Duration::from_secs(10);
+        let bounded = tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
+        if bounded.is_err() {
+            tasks.abort_all();
+            tally.error("publishers overran their time limit and were stopped".into());
+        }
         let sent = tally.sent.load(Ordering::Relaxed);
         let send_seconds = last_send.load(Ordering::Relaxed) as f64 / 1e6;
         PublishResult {
