@@ -33,6 +33,7 @@ pub enum AuthError {
 pub struct Verifier {
     keys: Vec<(Algorithm, DecodingKey)>,
     leeway: u64,
+    audience: Option<String>,
 }
 
 impl Verifier {
@@ -55,7 +56,7 @@ impl Verifier {
                 .map_err(|e| anyhow::anyhow!("auth.ec_public_keys: {}: {e}", path.display()))?;
             keys.push((Algorithm::ES256, key));
         }
-        Ok(Verifier { keys, leeway: config.leeway.as_secs() })
+        Ok(Verifier { keys, leeway: config.leeway.as_secs(), audience: config.audience.clone() })
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
@@ -65,6 +66,11 @@ impl Verifier {
             let mut validation = Validation::new(*alg);
             validation.leeway = self.leeway;
             validation.set_required_spec_claims(&["exp", "sub"]);
+            // `aud` is checked only when an audience is configured; otherwise it is ignored.
+            match &self.audience {
+                Some(aud) => validation.set_audience(&[aud]),
+                None => validation.validate_aud = false,
+            }
             match decode::<Claims>(token, key, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => {

@@ -22,6 +22,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub api: ApiConfig,
     pub gateway: GatewayConfig,
+    pub cluster: ClusterConfig,
+    pub store: StoreConfig,
     /// Channel namespaces; a channel `ns:rest` uses namespace `ns`, a channel without `:` the one
     /// named "" (if configured).
     pub namespaces: Vec<NamespaceConfig>,
@@ -36,6 +38,8 @@ pub struct AuthConfig {
     pub rsa_public_keys: Vec<PathBuf>,
     /// PEM files of EC P-256 public keys (ES256) accepted for tokens.
     pub ec_public_keys: Vec<PathBuf>,
+    /// When set, tokens must carry this `aud`; when empty, `aud` is not checked.
+    pub audience: Option<String>,
     /// Allowed clock skew when checking `exp`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
@@ -82,6 +86,65 @@ pub struct GatewayConfig {
     pub max_subscriptions: usize,
     /// Sockets the node accepts; more are refused with 503.
     pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterMode {
+    /// One node: in-process bus, presence and history.
+    Single,
+    /// Nodes linked by one Redis server (PUBLISH/SUBSCRIBE).
+    Redis,
+    /// Nodes linked by a Redis Cluster (sharded pub/sub: SPUBLISH/SSUBSCRIBE).
+    RedisCluster,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub mode: ClusterMode,
+    /// One URL for `redis`; any seed nodes for `redis_cluster`.
+    pub redis_urls: Vec<String>,
+    /// Prefix of every Redis key and channel, so several hubs can share a Redis.
+    pub key_prefix: String,
+    /// A node's presence entries lapse this long after the node stops refreshing them.
+    #[serde(with = "humantime_serde")]
+    pub presence_ttl: Duration,
+    /// A node missing from the registry this long is gone; it refreshes every third of it.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+    /// Address other nodes and operators see for this node (defaults to `listen`).
+    pub advertise: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            mode: ClusterMode::Single,
+            redis_urls: vec!["redis://127.0.0.1:6379".into()],
+            key_prefix: "hub".into(),
+            presence_ttl: Duration::from_secs(30),
+            node_ttl: Duration::from_secs(15),
+            advertise: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://data/hub.db` (created if missing) or `postgres://user:pass@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before failing with `unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: "sqlite://data/hub.db".into(), max_connections: 8, acquire_timeout: Duration::from_secs(3) }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -141,6 +204,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             api: ApiConfig::default(),
             gateway: GatewayConfig::default(),
+            cluster: ClusterConfig::default(),
+            store: StoreConfig::default(),
             namespaces: Vec::new(),
         }
     }
@@ -152,6 +217,7 @@ impl Default for AuthConfig {
             hmac_secret: String::new(),
             rsa_public_keys: Vec::new(),
             ec_public_keys: Vec::new(),
+            audience: None,
             leeway: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
         }
@@ -191,7 +257,12 @@ impl Config {
     /// Loads `file` (if given), then `HUB_*` variables (`HUB_GATEWAY__PING_INTERVAL=10s`), then
     /// `overrides` (`gateway.ping_interval=10s`), and validates the result.
     pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+        // Without a file, the embedded default (config/default.toml) is the config. With one, keys
+        // it leaves out take the built-in defaults, never the dev-mode ones of default.toml.
         let mut fig = Figment::new();
+        if file.is_none() {
+            fig = fig.merge(Toml::string(include_str!("../config/default.toml")));
+        }
         if let Some(file) = file {
             if !file.exists() {
                 return Err(ConfigError::Invalid {
@@ -256,6 +327,24 @@ impl Config {
             if ns.history_size > 0 && ns.history_ttl.is_zero() {
                 return bad(&format!("namespaces[{i}].history_ttl"), "must be above 0 with a history");
             }
+        }
+        let c = &self.cluster;
+        if c.mode != ClusterMode::Single {
+            if c.redis_urls.is_empty() {
+                return bad("cluster.redis_urls", "a Redis URL is needed in this cluster mode");
+            }
+            if let Some(u) = c.redis_urls.iter().find(|u| !u.starts_with("redis://") && !u.starts_with("rediss://")) {
+                return bad("cluster.redis_urls", &format!("{u:?} is not a redis:// URL"));
+            }
+            if c.presence_ttl < Duration::from_secs(1) || c.node_ttl < Duration::from_secs(1) {
+                return bad("cluster.presence_ttl", "presence_ttl and node_ttl must be at least 1s");
+            }
+        }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
+            return bad("store.url", "must start with sqlite: or postgres://");
+        }
+        if self.store.max_connections == 0 {
+            return bad("store.max_connections", "must be above 0");
         }
         for key in &self.api.keys {
             if key.len() < 16 {

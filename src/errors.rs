@@ -27,6 +27,8 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The channel keeps no history, so there is nothing to recover or page.
     NoHistory,
+    /// The user is banned.
+    Banned,
     /// A backend (bus, store) could not be reached; try again.
     Unavailable,
     Internal,
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::NoHistory => "no_history",
+            ErrorCode::Banned => "banned",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

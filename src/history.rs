@@ -33,6 +33,16 @@ pub struct HistoryRead {
     pub complete: bool,
 }
 
+impl From<HistoryRead> for crate::protocol::HistoryReply {
+    fn from(read: HistoryRead) -> Self {
+        crate::protocol::HistoryReply {
+            position: read.position,
+            publications: read.publications.iter().map(|p| p.view()).collect(),
+            complete: read.complete,
+        }
+    }
+}
+
 #[async_trait]
 pub trait History: Send + Sync {
     async fn append(
@@ -49,6 +59,13 @@ pub trait History: Send + Sync {
         limit: usize,
         opts: HistoryOptions,
     ) -> Result<HistoryRead, HubError>;
+
+    /// True when `append` also carries the publication to every node, this one included, in
+    /// offset order (a shared backend must, or nodes could see a channel's publications out of
+    /// order). The node then delivers nothing itself and waits for its copy.
+    fn broadcasts(&self) -> bool {
+        false
+    }
 }
 
 pub fn new_epoch() -> String {

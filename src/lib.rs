@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod errors;
 pub mod gateway;
@@ -14,6 +15,8 @@ pub mod node;
 pub mod outbox;
 pub mod presence;
 pub mod protocol;
+pub mod registry;
+pub mod store;
 
 use std::{future::Future, sync::Arc, sync::OnceLock};
 
@@ -33,36 +36,63 @@ use tokio_util::task::TaskTracker;
 use crate::{
     auth::Claims,
     bus::{Bus, LocalBus, LocalBusNetwork},
-    config::Config,
+    cluster::{registry::RedisRegistry, RedisBus, RedisHistory, RedisLink, RedisPresence},
+    config::{ClusterMode, Config},
     errors::CloseReason,
     history::{History, MemoryHistory},
     node::Node,
     presence::{MemoryPresence, Presence},
+    registry::{LocalRegistry, Registry},
+    store::{SqlStore, Store},
 };
 
 /// What every HTTP and WebSocket handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<Node>,
+    pub registry: Arc<dyn Registry>,
     /// Live socket sessions, awaited on shutdown.
     pub sessions: TaskTracker,
     metrics: PrometheusHandle,
 }
 
-/// The backends named by the config. The one place that chooses implementations.
+/// The backends named by the config.
 pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn Presence>,
     pub history: Arc<dyn History>,
+    pub store: Arc<dyn Store>,
+    /// The Redis link in cluster modes (for the node registry).
+    pub redis: Option<Arc<RedisLink>>,
 }
 
 impl Backends {
-    pub fn from_config(_config: &Config) -> Backends {
-        Backends {
-            bus: Arc::new(LocalBus::new(Arc::new(LocalBusNetwork::default()))),
-            presence: Arc::new(MemoryPresence::default()),
-            history: MemoryHistory::new(),
-        }
+    /// The one place that chooses implementations: in-process ones for `cluster.mode = single`,
+    /// Redis ones otherwise; the store by its URL.
+    pub async fn from_config(config: &Config) -> anyhow::Result<Backends> {
+        let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.store).await?);
+        let backends = match config.cluster.mode {
+            ClusterMode::Single => Backends {
+                bus: Arc::new(LocalBus::new(Arc::new(LocalBusNetwork::default()))),
+                presence: Arc::new(MemoryPresence::default()),
+                history: MemoryHistory::new(),
+                store,
+                redis: None,
+            },
+            ClusterMode::Redis | ClusterMode::RedisCluster => {
+                let link = RedisLink::connect(&config.cluster, &config.node_id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cluster.redis_urls: cannot reach Redis: {e}"))?;
+                Backends {
+                    bus: Arc::new(RedisBus::new(link.clone())),
+                    presence: RedisPresence::new(link.clone(), config.cluster.presence_ttl),
+                    history: Arc::new(RedisHistory::new(link.clone())),
+                    store,
+                    redis: Some(link),
+                }
+            }
+        };
+        Ok(backends)
     }
 }
 
@@ -81,10 +111,13 @@ fn metrics_handle() -> PrometheusHandle {
 /// reconnect elsewhere (close 4000) and given `gateway.shutdown_grace` to go.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let backends = Backends::from_config(&config);
+    if config.node_id.is_empty() {
+        config.node_id = history::new_epoch();
+    }
+    let backends = Backends::from_config(&config).await?;
     run_with(listener, config, backends, shutdown).await
 }
 
@@ -95,10 +128,23 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let node = Node::new(config.clone(), backends.bus, backends.presence, backends.history)?;
-    let state = AppState { node: node.clone(), sessions: TaskTracker::new(), metrics: metrics_handle() };
+    let address = if config.cluster.advertise.is_empty() {
+        listener.local_addr()?.to_string()
+    } else {
+        config.cluster.advertise.clone()
+    };
+    let redis = backends.redis.clone();
+    let node = Node::new(config.clone(), backends)?;
+    node.bus.start().await?;
+    node.reload_bans().await?;
+    let registry: Arc<dyn Registry> = match redis {
+        Some(link) => RedisRegistry::start(link, &node, address, config.cluster.node_ttl),
+        None => Arc::new(LocalRegistry { node: node.clone(), address }),
+    };
+    let state = AppState { node: node.clone(), registry, sessions: TaskTracker::new(), metrics: metrics_handle() };
     let app = router(state.clone());
     tokio::spawn(gateway::run_heartbeats(node.clone()));
+    tokio::spawn(reload_bans(Arc::downgrade(&node)));
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
     let drain_node = node.clone();
     axum::serve(listener, app)
@@ -114,6 +160,19 @@ pub async fn run_with(
         tracing::warn!(left = node.connection_count(), "shutdown grace over; dropping remaining sockets");
     }
     Ok(())
+}
+
+/// Heals a ban copy that missed a bus message (say, while Redis was away).
+async fn reload_bans(node: std::sync::Weak<Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        if let Err(e) = node.reload_bans().await {
+            tracing::warn!(error = %e, "ban reload failed");
+        }
+    }
 }
 
 fn router(state: AppState) -> Router {
@@ -136,7 +195,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if node.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
     } else if !node.bus.healthy() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "bus": "unreachable" }))).into_response()
+        let body = json!({ "status": "degraded", "node": node.id.as_ref(), "bus": "unreachable" });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     } else {
         Json(json!({ "status": "ready", "node": node.id.as_ref() })).into_response()
     }

@@ -32,6 +32,8 @@ enum Command {
     Run,
     /// Load and validate the config, print it, and exit.
     CheckConfig,
+    /// Run the store's migrations and exit (the hub also runs them at start-up).
+    Migrate,
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +60,18 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    if matches!(cli.command, Some(Command::Migrate)) {
+        return match runtime.block_on(hub::store::SqlStore::open(&config.store)) {
+            Ok(_) => {
+                println!("store migrated");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hub: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         // Tests and scripts read the bound address from this line (listen may use port 0).

@@ -23,6 +23,7 @@ use crate::{
     outbox::Outbox,
     presence::Presence,
     protocol::{ClientInfo, Codec, Publication, ServerMsg, SharedMsg, StreamPosition, SubscribeReply},
+    store::{Ban, Store},
 };
 
 /// Longest channel name accepted.
@@ -118,23 +119,24 @@ pub struct Node {
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn Presence>,
     pub history: Arc<dyn History>,
+    pub store: Arc<dyn Store>,
     pub shutdown: CancellationToken,
     pub counters: Counters,
+    /// Open sockets, authenticated or not (the `max_connections` cap).
+    pub sockets: AtomicUsize,
     started: std::time::Instant,
     conns: DashMap<u64, Arc<Conn>>,
     users: DashMap<Arc<str>, Vec<u64>>,
     channels: DashMap<Arc<str>, Vec<Subscriber>>,
     subscriptions: AtomicUsize,
     next_conn: AtomicU64,
+    /// Bans in force (user → end, or until lifted): a copy of the store's, kept current by the
+    /// bus and a periodic reload, so that connecting never waits on the database.
+    bans: DashMap<String, Option<u64>>,
 }
 
 impl Node {
-    pub fn new(
-        config: Arc<Config>,
-        bus: Arc<dyn Bus>,
-        presence: Arc<dyn Presence>,
-        history: Arc<dyn History>,
-    ) -> anyhow::Result<Arc<Node>> {
+    pub fn new(config: Arc<Config>, backends: crate::Backends) -> anyhow::Result<Arc<Node>> {
         let id: Arc<str> = if config.node_id.is_empty() {
             Arc::from(crate::history::new_epoch().as_str())
         } else {
@@ -144,21 +146,63 @@ impl Node {
             id,
             verifier: Verifier::new(&config.auth)?,
             config,
-            bus,
-            presence,
-            history,
+            bus: backends.bus,
+            presence: backends.presence,
+            history: backends.history,
+            store: backends.store,
             shutdown: CancellationToken::new(),
             counters: Counters::default(),
+            sockets: AtomicUsize::new(0),
             started: std::time::Instant::now(),
             conns: DashMap::new(),
             users: DashMap::new(),
             channels: DashMap::new(),
             subscriptions: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
+            bans: DashMap::new(),
         });
         let handler: Weak<dyn BusHandler> = Arc::downgrade(&node) as Weak<dyn BusHandler>;
         node.bus.attach(handler);
         Ok(node)
+    }
+
+    // ---- bans ----
+
+    pub fn is_banned(&self, user: &str) -> bool {
+        let now = crate::auth::now_secs();
+        self.bans.get(user).is_some_and(|until| until.is_none_or(|u| u > now))
+    }
+
+    /// Replaces the ban copy with the store's.
+    pub async fn reload_bans(&self) -> Result<(), HubError> {
+        let bans = self.store.bans(crate::auth::now_secs()).await?;
+        self.bans.retain(|user, _| bans.iter().any(|b| b.user == *user));
+        for b in bans {
+            self.bans.insert(b.user, b.until);
+        }
+        Ok(())
+    }
+
+    /// Records a ban, tells every node, and closes the user's sockets everywhere (4104). Returns
+    /// how many sockets closed on this node.
+    pub async fn ban(&self, ban: Ban) -> Result<usize, HubError> {
+        self.store.ban(&ban).await?;
+        self.bans.insert(ban.user.clone(), ban.until);
+        let here = self.disconnect_user_local(&ban.user, CloseReason::Banned);
+        if let Err(e) = self.bus.publish(BusMessage::Ban { user: ban.user, until: ban.until }).await {
+            tracing::warn!(error = %e, "ban not announced to other nodes; they learn it at their next reload");
+        }
+        Ok(here)
+    }
+
+    pub async fn unban(&self, user: &str) -> Result<bool, HubError> {
+        let existed = self.store.unban(user).await?;
+        let msg = BusMessage::Unban { user: user.to_string() };
+        self.deliver_local(&msg);
+        if let Err(e) = self.bus.publish(msg).await {
+            tracing::warn!(error = %e, "unban not announced to other nodes; they learn it at their next reload");
+        }
+        Ok(existed)
     }
 
     /// Milliseconds since the node started: the clock of heartbeats.
@@ -277,7 +321,10 @@ impl Node {
     pub fn namespace(&self, channel: &str) -> Result<&NamespaceConfig, HubError> {
         if channel.is_empty() || channel.len() > MAX_CHANNEL_LEN || channel.chars().any(|c| c.is_control() || c == ' ')
         {
-            return Err(HubError::new(ErrorCode::BadRequest, "channel names are 1-255 characters without spaces"));
+            return Err(HubError::new(
+                ErrorCode::BadRequest,
+                "channel names are 1-255 bytes without spaces or control characters",
+            ));
         }
         self.config
             .namespace(channel)
@@ -309,13 +356,12 @@ impl Node {
             }
             subs.push(key.clone());
         }
-        let first_here = {
-            let mut entry = self.channels.entry(key.clone()).or_default();
-            entry.push(Subscriber { conn: conn.clone(), pending: Mutex::new(Some(Vec::new())) });
-            entry.len() == 1
-        };
+        self.channels
+            .entry(key.clone())
+            .or_default()
+            .push(Subscriber { conn: conn.clone(), pending: Mutex::new(Some(Vec::new())) });
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        let result = self.finish_subscribe(conn, ns, &key, since, first_here).await;
+        let result = self.finish_subscribe(conn, ns, &key, since).await;
         if result.is_err() {
             conn.subs.lock().retain(|c| *c != key);
             self.remove_subscriber(conn, &key).await;
@@ -329,15 +375,14 @@ impl Node {
         ns: &NamespaceConfig,
         channel: &Arc<str>,
         since: Option<StreamPosition>,
-        first_here: bool,
     ) -> Result<SubscribeReply, HubError> {
-        if first_here {
-            self.bus.subscribe(channel).await?;
-        }
+        self.bus.subscribe(channel).await?;
         let reply = match Self::history_options(ns) {
             Some(opts) => {
                 let read = self.history.read(channel, since.as_ref(), opts.size, opts).await?;
-                let recovered = since.is_some() && read.complete;
+                let fits = self.fits_in_reply(&read.publications) == read.publications.len();
+                // A recovery too big for one reply is refused: the client refetches instead.
+                let recovered = since.is_some() && read.complete && fits;
                 let publications =
                     if recovered { read.publications.iter().map(|p| p.view()).collect() } else { Vec::new() };
                 SubscribeReply { position: Some(read.position), recovered, publications }
@@ -402,18 +447,14 @@ impl Node {
 
     async fn remove_subscriber(&self, conn: &Arc<Conn>, channel: &Arc<str>) {
         let mut found = false;
-        let mut last_here = false;
         self.channels.remove_if_mut(channel, |_, subs| {
             let before = subs.len();
             subs.retain(|s| s.conn.id != conn.id);
             found = subs.len() < before;
-            last_here = subs.is_empty();
-            last_here
+            subs.is_empty()
         });
         if found {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        }
-        if last_here {
             if let Err(e) = self.bus.unsubscribe(channel).await {
                 tracing::warn!(channel = %channel, error = %e, "bus unsubscribe failed");
             }
@@ -443,16 +484,24 @@ impl Node {
             data,
             from.map(|c| c.user.to_string()),
         );
-        let (publication, position) = match Self::history_options(ns) {
-            Some(opts) => {
-                let (p, pos) = self.history.append(publication, opts).await?;
-                (p, Some(pos))
-            }
-            None => (Arc::new(publication), None),
-        };
+        let max = self.config.gateway.max_message_bytes;
+        if json_len(&publication.data) > max {
+            return Err(HubError::new(ErrorCode::BadRequest, format!("publication larger than {max} bytes")));
+        }
         self.counters.publications.fetch_add(1, Ordering::Relaxed);
-        self.broadcast(BusMessage::Publication(publication)).await;
-        Ok(position)
+        match Self::history_options(ns) {
+            Some(opts) => {
+                let (publication, position) = self.history.append(publication, opts).await?;
+                if !self.history.broadcasts() {
+                    self.broadcast(BusMessage::Publication(publication)).await;
+                }
+                Ok(Some(position))
+            }
+            None => {
+                self.broadcast(BusMessage::Publication(Arc::new(publication))).await;
+                Ok(None)
+            }
+        }
     }
 
     /// Delivers here, then tells the other nodes. A bus failure is logged, not returned: local
@@ -477,6 +526,13 @@ impl Node {
             }
             BusMessage::DisconnectUser { user, reason } => {
                 self.disconnect_user_local(user, *reason);
+            }
+            BusMessage::Ban { user, until } => {
+                self.bans.insert(user.clone(), *until);
+                self.disconnect_user_local(user, CloseReason::Banned);
+            }
+            BusMessage::Unban { user } => {
+                self.bans.remove(user);
             }
         }
     }
@@ -523,7 +579,27 @@ impl Node {
         let opts = Self::history_options(ns)
             .ok_or_else(|| HubError::new(ErrorCode::NoHistory, format!("{channel} keeps no history")))?;
         let limit = limit.unwrap_or(opts.size).min(opts.size);
-        self.history.read(channel, since, limit, opts).await
+        let mut read = self.history.read(channel, since, limit, opts).await?;
+        let fits = self.fits_in_reply(&read.publications);
+        if fits < read.publications.len() {
+            read.publications.truncate(fits);
+            read.complete = false;
+        }
+        Ok(read)
+    }
+
+    /// How many of `publications` fit in one reply: half an outbox, so that a reply can never
+    /// make its own reader a slow consumer.
+    fn fits_in_reply(&self, publications: &[Arc<Publication>]) -> usize {
+        let budget = self.config.gateway.outbox_bytes / 2;
+        let mut used = 0;
+        publications
+            .iter()
+            .take_while(|p| {
+                used += p.encoded(Codec::Json).len();
+                used <= budget
+            })
+            .count()
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -559,6 +635,23 @@ impl BusHandler for Node {
     fn on_bus_message(&self, msg: BusMessage) {
         self.deliver_local(&msg);
     }
+}
+
+/// Bytes of `value` as JSON, counted without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn process_stats() -> ProcessStats {

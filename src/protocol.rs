@@ -172,6 +172,9 @@ pub struct PublishReply {
 pub struct HistoryReply {
     pub position: StreamPosition,
     pub publications: Vec<PublicationView>,
+    /// With `since`: true when `publications` holds everything after it (false: trimmed, epoch
+    /// changed, or more remain than `limit` or the reply's size allowed).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -44,7 +44,8 @@ async fn api_publish_broadcast_history_and_errors() {
     assert_eq!(status, 200);
     assert_eq!(body["results"][2]["error"]["code"], "not_found");
     assert_eq!(c.next_of("push", "public:a").await["event"], "note");
-    assert_eq!(c.next_of("push", "user:reader").await["offset"], 2);
+    let p2 = c.next_of("push", "user:reader").await;
+    assert_eq!(p2["offset"], 2, "{p2}");
 
     let (status, body) = hub.api_get("/channels/user:reader/history?limit=1").await;
     assert_eq!(status, 200);
@@ -87,11 +88,49 @@ async fn disconnect_user_closes_all_their_sockets() {
     assert_eq!(a1.close_code().await, Some(4103));
     assert_eq!(a2.close_code().await, Some(4103));
     other.ok(json!({ "op": "ping" })).await;
-    let mut again = Client::connect(&hub, "dave").await;
-    hub.api_post("/users/dave/disconnect", json!({ "reason": "ban" })).await;
+    // A disconnected user may come back.
+    Client::connect(&hub, "dave").await.ok(json!({ "op": "ping" })).await;
+}
+
+#[tokio::test]
+async fn ban_closes_refuses_and_lifts() {
+    let hub = Hub::start(&[]);
+    let mut dave = Client::connect(&hub, "dave").await;
+    let (status, body) = hub.api_post("/users/dave/ban", json!({ "reason": "spam" })).await;
+    assert_eq!((status, body["closed_here"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(dave.close_code().await, Some(4104));
+    // New sockets are refused while the ban lasts.
+    let mut again = Client::open(&hub, hub::protocol::Codec::Json).await;
+    let reply = again.request(json!({ "op": "connect", "token": token("dave") })).await;
+    assert_eq!(reply["code"], "banned");
     assert_eq!(again.close_code().await, Some(4104));
-    let (status, _) = hub.api_post("/users/dave/disconnect", json!({ "reason": "vanish" })).await;
-    assert_eq!(status, 400);
+    let (_, list) = hub.api_get("/bans").await;
+    assert_eq!(list["bans"][0]["user"], "dave");
+    assert_eq!(list["bans"][0]["reason"], "spam");
+    // Lifted: welcome back. Lifting twice is not_found.
+    let resp =
+        reqwest::Client::new().delete(hub.http("/api/v1/users/dave/ban")).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp =
+        reqwest::Client::new().delete(hub.http("/api/v1/users/dave/ban")).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    Client::connect(&hub, "dave").await.ok(json!({ "op": "ping" })).await;
+    // A timed ban that has already ended refuses nobody.
+    hub.api_post("/users/erin/ban", json!({ "duration_secs": 0 })).await;
+    Client::connect(&hub, "erin").await.ok(json!({ "op": "ping" })).await;
+    let (status, body) = hub.api_post("/users/x/ban", json!({ "duration_secs": "soon" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")));
+}
+
+#[tokio::test]
+async fn a_single_node_lists_itself() {
+    let hub = Hub::start(&[]);
+    let _c = Client::connect(&hub, "n").await;
+    let (status, body) = hub.api_get("/nodes").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(body["nodes"][0]["connections"], 1);
+    assert_eq!(body["nodes"][0]["address"], hub.addr);
 }
 
 #[tokio::test]

@@ -313,16 +313,18 @@ export class HubClient extends Emitter {
   }
 
   async _refresh(expiresAt) {
+    // A connection that went meanwhile is not this refresh's business: the next one has its own.
+    const gen = this._gen;
     try {
       const token = await this.options.getToken();
-      if (this.state !== 'connected') return;
+      if (gen !== this._gen) return;
+      const reply = await this._rawRequest({ op: 'refresh', token }, this.options.timeout);
       this._token = token;
-      const reply = await this._request({ op: 'refresh', token });
       this.info = { ...this.info, expires_at: reply.expires_at };
       this._scheduleRefresh(reply.expires_at);
       this.emit('refreshed', { expires_at: reply.expires_at });
     } catch (e) {
-      if (this.state !== 'connected') return;
+      if (gen !== this._gen) return;
       this.emit('error', asHubError(e, 'refresh'));
       // Try again while the old token lives; the server closes with 4102 if it runs out.
       const left = expiresAt * 1000 - Date.now();
@@ -378,7 +380,8 @@ export class HubClient extends Emitter {
         return;
       }
       case 'push': {
-        const { type, ...pub } = msg;
+        const pub = { ...msg };
+        delete pub.type;
         this._subs.get(msg.channel)?._deliver(pub);
         return;
       }

@@ -34,7 +34,7 @@ impl IntoResponse for ApiError {
         let status = match self.0.code {
             ErrorCode::BadRequest | ErrorCode::UnknownOp | ErrorCode::NoHistory => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::Banned => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadySubscribed | ErrorCode::NotSubscribed => StatusCode::CONFLICT,
             ErrorCode::RateLimited | ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -71,6 +71,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/publish", post(publish))
         .route("/broadcast", post(broadcast))
         .route("/users/{user}/disconnect", post(disconnect_user))
+        .route("/users/{user}/ban", post(ban_user).delete(unban_user))
+        .route("/bans", get(bans))
+        .route("/nodes", get(nodes))
         .route("/channels", get(channels))
         .route("/channels/{channel}/presence", get(presence))
         .route("/channels/{channel}/history", get(history))
@@ -131,31 +134,56 @@ async fn broadcast(State(state): State<AppState>, ApiJson(body): ApiJson<Broadca
     Ok(Json(json!({ "results": results })))
 }
 
-#[derive(Deserialize, Default)]
-struct DisconnectBody {
-    /// "disconnect" (default) or "ban".
-    reason: Option<String>,
+/// Closes every socket of the user on every node (4103); they may reconnect.
+async fn disconnect_user(State(state): State<AppState>, Path(user): Path<String>) -> ApiResult {
+    let closed = state.node.disconnect_user(&user, CloseReason::Disconnected).await?;
+    Ok(Json(json!({ "closed_here": closed })))
 }
 
-async fn disconnect_user(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    body: axum::body::Bytes,
-) -> ApiResult {
-    let body: DisconnectBody = if body.is_empty() {
-        DisconnectBody::default()
+#[derive(Deserialize, Default)]
+struct BanBody {
+    #[serde(default)]
+    reason: String,
+    /// Seconds; absent: until lifted.
+    duration_secs: Option<u64>,
+}
+
+/// Records a ban (durable, in the store), closes the user's sockets everywhere (4104), and
+/// refuses their connects until it ends or is lifted.
+async fn ban_user(State(state): State<AppState>, Path(user): Path<String>, body: axum::body::Bytes) -> ApiResult {
+    let body: BanBody = if body.is_empty() {
+        BanBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))?
     };
-    let reason = match body.reason.as_deref() {
-        None | Some("disconnect") => CloseReason::Disconnected,
-        Some("ban") => CloseReason::Banned,
-        Some(other) => {
-            return Err(HubError::new(ErrorCode::BadRequest, format!("unknown reason {other:?}")).into());
-        }
+    let now = crate::auth::now_secs();
+    let ban = crate::store::Ban {
+        user,
+        reason: body.reason,
+        created_at: now,
+        until: body.duration_secs.map(|d| now.saturating_add(d)),
     };
-    let closed = state.node.disconnect_user(&user, reason).await?;
-    Ok(Json(json!({ "closed_here": closed })))
+    let view = serde_json::to_value(&ban).unwrap_or_default();
+    let closed = state.node.ban(ban).await?;
+    Ok(Json(json!({ "ban": view, "closed_here": closed })))
+}
+
+async fn unban_user(State(state): State<AppState>, Path(user): Path<String>) -> ApiResult {
+    if state.node.unban(&user).await? {
+        Ok(Json(json!({ "lifted": true })))
+    } else {
+        Err(HubError::new(ErrorCode::NotFound, format!("{user} is not banned")).into())
+    }
+}
+
+async fn bans(State(state): State<AppState>) -> ApiResult {
+    let bans = state.node.store.bans(crate::auth::now_secs()).await?;
+    Ok(Json(json!({ "bans": bans })))
+}
+
+/// Live nodes of the cluster (this one alone on a single node), with their load.
+async fn nodes(State(state): State<AppState>) -> ApiResult {
+    Ok(Json(json!({ "nodes": state.registry.nodes().await? })))
 }
 
 #[derive(Deserialize)]
@@ -192,11 +220,7 @@ async fn history(
         _ => return Err(HubError::new(ErrorCode::BadRequest, "offset and epoch go together").into()),
     };
     let read = state.node.history(&channel, since.as_ref(), q.limit).await?;
-    let reply =
-        HistoryReply { position: read.position, publications: read.publications.iter().map(|p| p.view()).collect() };
-    let mut body = serde_json::to_value(reply).unwrap_or_default();
-    body["complete"] = json!(read.complete);
-    Ok(Json(body))
+    Ok(Json(serde_json::to_value(HistoryReply::from(read)).unwrap_or_default()))
 }
 
 async fn stats(State(state): State<AppState>) -> ApiResult {

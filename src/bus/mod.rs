@@ -4,8 +4,11 @@
 //! subscribers; the bus carries it to every other node and hands it to that node's handler.
 //! Messages from one node on one channel arrive in the order they were published. Delivery is
 //! at most once per node; history (and the client's resume from offsets) covers what a bus
-//! outage loses. `subscribe`/`unsubscribe` tell the bus which channels this node has local
-//! interest in, so a bus can skip carrying messages nobody here wants.
+//! outage loses.
+//!
+//! Every local subscriber calls `subscribe` once and `unsubscribe` once: the bus counts the
+//! references and holds one subscription per channel while any remain. `subscribe` returns once
+//! messages published anywhere on that channel are sure to reach this node.
 
 mod local;
 
@@ -33,6 +36,14 @@ pub enum BusMessage {
         user: String,
         reason: CloseReason,
     },
+    /// A ban was recorded (`until`: seconds since the epoch, or until lifted) or lifted.
+    Ban {
+        user: String,
+        until: Option<u64>,
+    },
+    Unban {
+        user: String,
+    },
 }
 
 /// What a bus delivers into: the node.
@@ -44,6 +55,10 @@ pub trait BusHandler: Send + Sync {
 pub trait Bus: Send + Sync {
     /// Attaches the node that receives messages from other nodes. Called once at start.
     fn attach(&self, handler: Weak<dyn BusHandler>);
+    /// Joins the node-to-node control traffic (disconnects, bans). Called once after `attach`.
+    async fn start(&self) -> Result<(), HubError> {
+        Ok(())
+    }
     async fn publish(&self, msg: BusMessage) -> Result<(), HubError>;
     async fn subscribe(&self, channel: &str) -> Result<(), HubError>;
     async fn unsubscribe(&self, channel: &str) -> Result<(), HubError>;

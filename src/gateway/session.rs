@@ -87,18 +87,23 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let grace = node.config.gateway.close_grace;
-    let first = match tokio::time::timeout(node.config.auth.connect_timeout, ws.next()).await {
-        Err(_) => {
-            finish_close(ws, CloseReason::AuthRequired, grace).await;
-            return None;
+    let deadline = tokio::time::Instant::now() + node.config.auth.connect_timeout;
+    let first = loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => {
+                finish_close(ws, CloseReason::AuthRequired, grace).await;
+                return None;
+            }
+            Ok(Some(Ok(Message::Text(t)))) => break (Codec::Json, Bytes::from(t)),
+            Ok(Some(Ok(Message::Binary(b)))) => break (Codec::MsgPack, b),
+            // Pings and pongs may come before the connect frame.
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Err(e))) if is_too_large(&e) => {
+                finish_close(ws, CloseReason::TooLarge, grace).await;
+                return None;
+            }
+            Ok(_) => return None,
         }
-        Ok(Some(Ok(Message::Text(t)))) => (Codec::Json, Bytes::from(t)),
-        Ok(Some(Ok(Message::Binary(b)))) => (Codec::MsgPack, b),
-        Ok(Some(Err(e))) if is_too_large(&e) => {
-            finish_close(ws, CloseReason::TooLarge, grace).await;
-            return None;
-        }
-        Ok(_) => return None,
     };
     let (frame_codec, bytes) = first;
     let (id, outcome) = match frame_codec.decode::<Request>(&bytes) {
@@ -127,6 +132,14 @@ where
             return None;
         }
     };
+    if node.is_banned(&claims.sub) {
+        let msg =
+            ServerMsg::Error { id, code: ErrorCode::Banned.as_str().into(), message: "this user is banned".into() };
+        if ws.send(to_message(codec, codec.encode(&msg))).await.is_ok() {
+            finish_close(ws, CloseReason::Banned, grace).await;
+        }
+        return None;
+    }
     let expires_at = Some(claims.exp);
     let conn = node.register(claims, codec);
     let reply = ConnectReply {
@@ -173,12 +186,14 @@ async fn handle_op(node: &Arc<Node>, conn: &Arc<Conn>, op: Op) -> Result<(Value,
         }
         Op::Subscribe { channel, since } => {
             let reply = node.subscribe(conn, &channel, since.clone()).await?;
-            let delivered = reply
-                .publications
-                .last()
-                .map(|p| p.offset)
-                .or(since.as_ref().filter(|_| reply.recovered).map(|s| s.offset))
-                .unwrap_or(0);
+            // What the client now holds: the recovered publications, or with a fresh (or failed)
+            // resume, everything up to the top it was told of. Held-back frames at or below it
+            // are not sent again.
+            let delivered = match (&since, reply.recovered) {
+                (Some(_), true) => reply.publications.last().map(|p| p.offset).or(since.as_ref().map(|s| s.offset)),
+                _ => reply.position.as_ref().map(|p| p.offset),
+            }
+            .unwrap_or(0);
             Ok((to_value(&reply), Some((channel, delivered))))
         }
         Op::Unsubscribe { channel } => {
@@ -197,14 +212,7 @@ async fn handle_op(node: &Arc<Node>, conn: &Arc<Conn>, op: Op) -> Result<(Value,
         Op::History { channel, since, limit } => {
             node.authorize(&conn.claims(), &channel, crate::node::Action::Subscribe)?;
             let read = node.history(&channel, since.as_ref(), limit).await?;
-            if since.is_some() && !read.complete && read.publications.is_empty() {
-                return Err(HubError::new(ErrorCode::NotFound, "position unknown: epoch changed or history trimmed"));
-            }
-            let reply = HistoryReply {
-                position: read.position,
-                publications: read.publications.iter().map(|p| p.view()).collect(),
-            };
-            Ok((to_value(&reply), None))
+            Ok((to_value(&HistoryReply::from(read)), None))
         }
         Op::Ping {} => Ok((Value::Object(Default::default()), None)),
     }

@@ -39,6 +39,7 @@ impl Hub {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hub"));
         cmd.arg("--config").arg(format!("{root}/config/default.toml")).arg("--listen").arg("127.0.0.1:0");
         cmd.arg("--set").arg(format!("web_root=\"{root}/web-client\""));
+        cmd.arg("--set").arg(format!("store.url=\"sqlite://{}\"", temp_path("hub.db").display()));
         for o in overrides {
             cmd.arg("--set").arg(o);
         }
@@ -112,6 +113,15 @@ impl Drop for Hub {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A fresh path in a folder of this test process (removed with the system's temp files).
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("hub-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
 }
 
 pub fn token(sub: &str) -> String {
