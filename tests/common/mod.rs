@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::{
     collections::VecDeque,
     io::{BufRead, BufReader},
@@ -262,5 +264,23 @@ impl Client {
                 Some(Ok(_)) => continue,
             }
         }
+    }
+}
+
+impl Hub {
+    /// A cluster node on `redis` with its store at `store_url`.
+    pub fn start_node(redis: &str, store_url: &str, extra: &[&str]) -> Hub {
+        let mode = "cluster.mode=\"redis\"".to_string();
+        let urls = format!("cluster.redis_urls=[\"{redis}\"]");
+        let store = format!("store.url=\"{store_url}\"");
+        let mut all: Vec<&str> = vec![&mode, &urls, &store, "cluster.presence_ttl=\"2s\"", "cluster.node_ttl=\"2s\""];
+        all.extend_from_slice(extra);
+        Hub::start(&all)
+    }
+
+    /// Ends the process at once (SIGKILL): no goodbye to clients or to Redis.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
