@@ -247,3 +247,43 @@ async fn redis_restart_degrades_then_recovers() {
         }
     }
 }
+
+/// The same hub over a Redis Cluster: sharded pub/sub, per-slot scripts, presence and registry.
+#[tokio::test]
+async fn redis_cluster_mode_with_sharded_pubsub() {
+    let cluster = common::services::RedisCluster::start(3);
+    let urls = format!("cluster.redis_urls={}", cluster.urls_toml());
+    let hubs: Vec<Hub> = (0..2)
+        .map(|_| {
+            let store = format!("store.url=\"sqlite://{}\"", temp_path("hub.db").display());
+            Hub::start(&["cluster.mode=\"redis_cluster\"", &urls, &store, "cluster.node_ttl=\"2s\""])
+        })
+        .collect();
+    let mut a = Client::connect(&hubs[0], "a").await;
+    let mut b = Client::connect(&hubs[1], "b").await;
+    // Channels spread over the slots of all three masters.
+    let channels: Vec<String> = (0..12).map(|i| format!("chan{i}")).collect();
+    for ch in &channels {
+        a.ok(json!({ "op": "subscribe", "channel": ch })).await;
+        b.ok(json!({ "op": "subscribe", "channel": ch })).await;
+    }
+    for (i, ch) in channels.iter().enumerate() {
+        hubs[i % 2].publish(ch, json!(i)).await;
+    }
+    for c in [&mut a, &mut b] {
+        for (i, ch) in channels.iter().enumerate() {
+            let p = c.next_of("push", ch).await;
+            assert_eq!((p["data"].clone(), p["offset"].clone()), (json!(i), json!(1)));
+        }
+    }
+    let members = b.ok(json!({ "op": "presence", "channel": "chan3" })).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+    eventually("both nodes registered", || async {
+        let (_, body) = hubs[1].api_get("/nodes").await;
+        body["nodes"].as_array().map(|n| n.len()) == Some(2)
+    })
+    .await;
+    let (status, _) = hubs[1].api_post("/users/a/disconnect", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(a.close_code().await, Some(4103));
+}

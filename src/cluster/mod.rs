@@ -97,6 +97,11 @@ impl RedisLink {
         Ok(link)
     }
 
+    /// True on a Redis Cluster (sharded pub/sub, one slot per pipeline or script).
+    pub fn sharded(&self) -> bool {
+        self.sharded
+    }
+
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }

@@ -104,7 +104,9 @@ async fn refresh(presence: Weak<RedisPresence>, every: Duration) {
         let Some(p) = presence.upgrade() else { return };
         let snapshot: Vec<(String, Vec<ClientInfo>)> =
             p.mine.iter().map(|e| (e.key().clone(), e.value().values().cloned().collect())).collect();
-        for chunk in snapshot.chunks(256) {
+        // A Redis Cluster takes a pipeline only within one slot: one channel at a time there.
+        let per_pipe = if p.link.sharded() { 1 } else { 256 };
+        for chunk in snapshot.chunks(per_pipe) {
             let mut pipe = redis::pipe();
             for (channel, infos) in chunk {
                 let refs: Vec<&ClientInfo> = infos.iter().collect();

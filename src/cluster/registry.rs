@@ -1,5 +1,5 @@
-//! `RedisRegistry`: each node writes `{prefix}:node:{id}` (its `NodeInfo`, expiring after
-//! `node_ttl`) and its id in the sorted set `{prefix}:nodes` (score: expiry in ms) every third of
+//! `RedisRegistry`: each node writes `{prefix}:{nodes}:{id}` (its `NodeInfo`, expiring after
+//! `node_ttl`) and its id in the sorted set `{prefix}:{nodes}` (score: expiry in ms) every third of
 //! the ttl. Listing reads the ids whose expiry is ahead and their infos.
 
 use std::{
@@ -32,12 +32,13 @@ impl RedisRegistry {
         registry
     }
 
+    // One hash tag for all registry keys: one slot in a Redis Cluster, so one pipeline.
     fn set_key(&self) -> String {
-        format!("{}:nodes", self.link.prefix)
+        format!("{}:{{nodes}}", self.link.prefix)
     }
 
     fn node_key(&self, id: &str) -> String {
-        format!("{}:node:{id}", self.link.prefix)
+        format!("{}:{{nodes}}:{id}", self.link.prefix)
     }
 
     async fn announce(&self, info: &NodeInfo, ttl: Duration) -> Result<(), HubError> {
@@ -78,14 +79,16 @@ impl Registry for RedisRegistry {
 async fn heartbeat(registry: Weak<RedisRegistry>, node: Weak<Node>, address: String, ttl: Duration) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = (std::time::Instant::now(), 0.0f64);
+    let mut last: Option<(std::time::Instant, f64)> = None;
     loop {
         tick.tick().await;
         let (Some(registry), Some(node)) = (registry.upgrade(), node.upgrade()) else { return };
         let cpu = node.stats().process.cpu_seconds;
-        let elapsed = last.0.elapsed().as_secs_f64().max(0.001);
-        let load = ((cpu - last.1) / elapsed).max(0.0);
-        last = (std::time::Instant::now(), cpu);
+        let load = match last {
+            Some((at, before)) => ((cpu - before) / at.elapsed().as_secs_f64().max(0.001)).max(0.0),
+            None => 0.0,
+        };
+        last = Some((std::time::Instant::now(), cpu));
         let info = NodeInfo::of(&node, &address, load);
         if let Err(e) = registry.announce(&info, ttl).await {
             tracing::warn!(error = %e, "node heartbeat failed");

@@ -190,3 +190,47 @@ impl Drop for Postgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Redis Cluster of `n` masters (no replicas), made with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> RedisCluster {
+        let dir = super::temp_path("redis-cluster");
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|i| {
+                let conf = dir.with_file_name(format!("nodes-{i}.conf"));
+                RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", conf.to_str().unwrap()])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
+        let ok = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli is installed (.ci/run installs redis-tools)");
+        assert!(ok.success(), "cluster create");
+        // `--cluster create` returns once slots are assigned; every node must agree before use.
+        for r in &nodes {
+            loop {
+                let out =
+                    Command::new("redis-cli").args(["-p", &r.port.to_string(), "cluster", "info"]).output().unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn urls_toml(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(|r| format!("\"{}\"", r.url())).collect();
+        format!("[{}]", urls.join(","))
+    }
+}
