@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redis::Value as RValue;
 
-use super::{wire, RedisLink};
+use super::{now_ms, wire, RedisLink};
 use crate::{
     errors::{ErrorCode, HubError},
     history::{new_epoch, History, HistoryOptions, HistoryRead},
@@ -57,10 +57,6 @@ impl RedisHistory {
     pub fn new(link: Arc<RedisLink>) -> RedisHistory {
         RedisHistory { link, append: redis::Script::new(APPEND), read: redis::Script::new(READ) }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn bad_reply(what: &str) -> HubError {

@@ -246,3 +246,8 @@ fn with_resp3(url: &str) -> String {
         format!("{url}?protocol=resp3")
     }
 }
+
+/// Wall-clock milliseconds: expiry scores and entry times shared by every node.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

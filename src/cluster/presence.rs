@@ -14,7 +14,7 @@ use std::{
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::RedisLink;
+use super::{now_ms, RedisLink};
 use crate::{errors::HubError, presence::Presence, protocol::ClientInfo};
 
 const MEMBERS: &str = r#"
@@ -34,10 +34,6 @@ pub struct RedisPresence {
     members: redis::Script,
     /// This node's own entries, to refresh.
     mine: DashMap<String, HashMap<String, ClientInfo>>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl RedisPresence {

@@ -9,7 +9,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::RedisLink;
+use super::{now_ms, RedisLink};
 use crate::{
     errors::HubError,
     node::Node,
@@ -18,10 +18,6 @@ use crate::{
 
 pub struct RedisRegistry {
     link: Arc<RedisLink>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl RedisRegistry {
