@@ -65,11 +65,16 @@ impl Verifier {
         for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
             let mut validation = Validation::new(*alg);
             validation.leeway = self.leeway;
-            validation.set_required_spec_claims(&["exp", "sub"]);
-            // `aud` is checked only when an audience is configured; otherwise it is ignored.
+            // `aud` is required and checked only when an audience is configured.
             match &self.audience {
-                Some(aud) => validation.set_audience(&[aud]),
-                None => validation.validate_aud = false,
+                Some(aud) => {
+                    validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+                    validation.set_audience(&[aud]);
+                }
+                None => {
+                    validation.set_required_spec_claims(&["exp", "sub"]);
+                    validation.validate_aud = false;
+                }
             }
             match decode::<Claims>(token, key, &validation) {
                 Ok(data) => return Ok(data.claims),

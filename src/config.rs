@@ -301,8 +301,8 @@ impl Config {
         if g.max_message_bytes < 128 {
             return bad("gateway.max_message_bytes", "must be at least 128");
         }
-        if g.outbox_bytes < g.max_message_bytes {
-            return bad("gateway.outbox_bytes", "must be at least gateway.max_message_bytes");
+        if g.outbox_bytes < 2 * g.max_message_bytes {
+            return bad("gateway.outbox_bytes", "must be at least twice gateway.max_message_bytes");
         }
         if g.outbox_frames == 0 {
             return bad("gateway.outbox_frames", "must be above 0");

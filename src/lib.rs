@@ -117,6 +117,9 @@ pub async fn run(
     if config.node_id.is_empty() {
         config.node_id = history::new_epoch();
     }
+    if config.cluster.mode != ClusterMode::Single && config.store.url.starts_with("sqlite") {
+        tracing::warn!("cluster nodes with SQLite stores keep separate bans; share one PostgreSQL database");
+    }
     let backends = Backends::from_config(&config).await?;
     run_with(listener, config, backends, shutdown).await
 }

@@ -28,6 +28,8 @@ use crate::{
 
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 255;
+/// Longest event name accepted.
+pub const MAX_EVENT_LEN: usize = 64;
 
 /// One authenticated socket.
 pub struct Conn {
@@ -61,14 +63,20 @@ impl Conn {
     }
 }
 
-/// A frame waiting for a subscription to finish its recovery: (offset or 0, bytes).
-type Pending = Mutex<Option<Vec<(u64, Bytes)>>>;
-
 struct Subscriber {
     conn: Arc<Conn>,
-    /// Some while the subscribe reply is being prepared: live frames wait here so that none
-    /// arrives before the reply, and none that the reply already holds arrives twice.
-    pending: Pending,
+    state: Mutex<SubState>,
+}
+
+#[derive(Default)]
+struct SubState {
+    /// Some while the subscribe reply is being prepared: live frames (offset or 0, bytes) wait
+    /// here so that none arrives before the reply.
+    held: Option<Vec<(u64, Bytes)>>,
+    /// The highest offset the reply accounted for: a publication at or below it that is fanned
+    /// out late (its append finished before the subscribe read history, its delivery after) is
+    /// not sent again.
+    floor: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +186,8 @@ impl Node {
         let bans = self.store.bans(crate::auth::now_secs()).await?;
         self.bans.retain(|user, _| bans.iter().any(|b| b.user == *user));
         for b in bans {
+            // A ban this node missed on the bus still closes the user's sockets here.
+            self.disconnect_user_local(&b.user, CloseReason::Banned);
             self.bans.insert(b.user, b.until);
         }
         Ok(())
@@ -359,7 +369,7 @@ impl Node {
         self.channels
             .entry(key.clone())
             .or_default()
-            .push(Subscriber { conn: conn.clone(), pending: Mutex::new(Some(Vec::new())) });
+            .push(Subscriber { conn: conn.clone(), state: Mutex::new(SubState { held: Some(Vec::new()), floor: 0 }) });
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
         let result = self.finish_subscribe(conn, ns, &key, since).await;
         if result.is_err() {
@@ -411,8 +421,9 @@ impl Node {
         let Some(sub) = subs.iter().find(|s| s.conn.id == conn.id) else {
             return;
         };
-        let held = sub.pending.lock().take().unwrap_or_default();
-        for (offset, frame) in held {
+        let mut state = sub.state.lock();
+        state.floor = delivered;
+        for (offset, frame) in state.held.take().unwrap_or_default() {
             if offset == 0 || offset > delivered {
                 conn.outbox.push(frame);
             }
@@ -484,6 +495,9 @@ impl Node {
             data,
             from.map(|c| c.user.to_string()),
         );
+        if publication.event.is_empty() || publication.event.len() > MAX_EVENT_LEN {
+            return Err(HubError::new(ErrorCode::BadRequest, format!("event names are 1-{MAX_EVENT_LEN} bytes")));
+        }
         let max = self.config.gateway.max_message_bytes;
         if json_len(&publication.data) > max {
             return Err(HubError::new(ErrorCode::BadRequest, format!("publication larger than {max} bytes")));
@@ -544,16 +558,17 @@ impl Node {
         };
         let mut delivered = 0u64;
         for sub in subs.iter() {
-            let bytes = frame(sub.conn.codec);
-            let mut pending = sub.pending.lock();
-            match pending.as_mut() {
-                Some(held) => held.push((offset, bytes)),
-                None => {
-                    drop(pending);
-                    if sub.conn.outbox.push(bytes) {
-                        delivered += 1;
-                    }
-                }
+            let mut state = sub.state.lock();
+            if let Some(held) = state.held.as_mut() {
+                held.push((offset, frame(sub.conn.codec)));
+                continue;
+            }
+            if offset != 0 && offset <= state.floor {
+                continue;
+            }
+            drop(state);
+            if sub.conn.outbox.push(frame(sub.conn.codec)) {
+                delivered += 1;
             }
         }
         self.counters.deliveries.fetch_add(delivered, Ordering::Relaxed);
@@ -593,13 +608,16 @@ impl Node {
     fn fits_in_reply(&self, publications: &[Arc<Publication>]) -> usize {
         let budget = self.config.gateway.outbox_bytes / 2;
         let mut used = 0;
-        publications
+        let fit = publications
             .iter()
             .take_while(|p| {
                 used += p.encoded(Codec::Json).len();
                 used <= budget
             })
-            .count()
+            .count();
+        // One always fits (config guarantees an outbox of two largest messages), so paging
+        // always moves on.
+        fit.max(publications.len().min(1))
     }
 
     pub fn stats(&self) -> NodeStats {

@@ -279,3 +279,25 @@ async fn rs256_and_es256_tokens_with_configured_public_keys() {
     assert_eq!(c.close_code().await, Some(4101));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn configured_audience_is_required() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let hub = Hub::start(&["auth.audience=\"my-app\""]);
+    let mint = |aud: Option<&str>| {
+        let mut claims = json!({ "sub": "aud-user", "exp": now_secs() + 60 });
+        if let Some(aud) = aud {
+            claims["aud"] = json!(aud);
+        }
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    };
+    Client::connect_token(&hub, &mint(Some("my-app")), Codec::Json).await;
+    for bad in [None, Some("other-app")] {
+        let mut c = Client::open(&hub, Codec::Json).await;
+        assert_eq!(c.request(json!({ "op": "connect", "token": mint(bad) })).await["code"], "unauthorized");
+        assert_eq!(c.close_code().await, Some(4101));
+    }
+    // Without a configured audience, a token's aud is ignored.
+    let plain = Hub::start(&[]);
+    Client::connect_token(&plain, &mint(Some("anything")), Codec::Json).await;
+}

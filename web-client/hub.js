@@ -2,6 +2,8 @@
 //
 //   import { HubClient } from '/hub.js';
 //   const hub = new HubClient('/ws', { getToken: async () => (await fetch('/my/token')).text() });
+//   // or, with cluster nodes to fail over between (each reconnect tries the next one):
+//   // new HubClient(['wss://hub1.example/ws', 'wss://hub2.example/ws'], { getToken })
 //   hub.on('connected', (info) => console.log('connected as', info.user));
 //   const sub = hub.subscribe('news', { onPublication: (pub) => console.log(pub.data) });
 //   hub.connect();
@@ -62,8 +64,16 @@ const TRANSIENT = new Set(['unavailable', 'internal', 'rate_limited']);
  * A connection to the hub that stays up: it reconnects with backoff, refreshes its token, and
  * re-subscribes (resuming every channel from the last offset it delivered).
  *
+ * Endpoints: given several URLs (the nodes of a cluster), the client connects to the first and
+ * moves to the next one, round robin, on every reconnect attempt, whatever ended the previous
+ * socket (a drop, a 4000 "node shutting down", a connect timeout, a refused socket). The backoff
+ * and jitter apply as with one URL. A client whose node dies thus lands on another node and
+ * resumes its subscriptions there from their offsets (in cluster mode history is shared, so the
+ * offsets and epochs mean the same on every node). `url` is the endpoint in use or being tried.
+ *
  * Events (`on(name, fn)`):
- * - `connecting` `{attempt, delay, code?, reason?}`: a (re)connect is scheduled or starting
+ * - `connecting` `{attempt, delay, url, code?, reason?}`: a (re)connect to `url` is scheduled
+ *   (after `delay` ms) or starting
  * - `connected` {@link ConnectInfo}
  * - `disconnected` `{code, reason, reconnect}`: the socket went; `reconnect` says whether the
  *   SDK will try again (false after `disconnect()` and for 4100-4199 closes except 4102)
@@ -72,18 +82,26 @@ const TRANSIENT = new Set(['unavailable', 'internal', 'rate_limited']);
  */
 export class HubClient extends Emitter {
   /**
-   * @param {string} url `ws(s)://host/ws`, `http(s)://host/ws`, or a path such as `/ws`
+   * @param {string | string[]} urls one endpoint or several (cluster nodes, tried in turn on each
+   *   reconnect). Each is `ws(s)://host/ws`, `http(s)://host/ws`, or a path such as `/ws`.
    * @param {HubOptions} [options]
    */
-  constructor(url, options = {}) {
+  constructor(urls, options = {}) {
     super();
+    const list = Array.isArray(urls) ? urls : [urls];
+    if (list.length === 0 || list.some((u) => typeof u !== 'string' || u === '')) {
+      throw new HubError('bad_request', 'one endpoint URL or a non-empty list of them is required');
+    }
     if (options.codec && options.codec !== 'json') {
       throw new HubError('unsupported', `codec ${options.codec} is not supported in the browser SDK`);
     }
     if (!options.token && !options.getToken) {
       throw new HubError('bad_request', 'a token or getToken is required');
     }
-    this.url = resolveUrl(url);
+    /** @type {readonly string[]} every endpoint, resolved to ws(s):// URLs */
+    this.urls = Object.freeze(list.map(resolveUrl));
+    /** Index in `urls` of the endpoint in use (or being tried). */
+    this._endpoint = 0;
     this.options = {
       timeout: 10_000,
       minReconnectDelay: 500,
@@ -114,8 +132,14 @@ export class HubClient extends Emitter {
 
   // ---- connection ----
 
+  /** The endpoint in use, or being tried while connecting. */
+  get url() {
+    return this.urls[this._endpoint];
+  }
+
   /**
-   * Starts connecting (and reconnecting, until `disconnect`).
+   * Starts connecting (and reconnecting, until `disconnect`), at the endpoint used last (the
+   * first one at first).
    * @returns {Promise<ConnectInfo>} the first successful connect; rejects on a final close
    */
   connect() {
@@ -123,7 +147,7 @@ export class HubClient extends Emitter {
       this._closing = false;
       this._attempt = 0;
       globalThis.addEventListener?.('online', this._onOnline);
-      this.emit('connecting', { attempt: 0, delay: 0 });
+      this.emit('connecting', { attempt: 0, delay: 0, url: this.url });
       this._open();
     }
     const connected = this._whenConnected(Infinity);
@@ -160,7 +184,16 @@ export class HubClient extends Emitter {
       return;
     }
     if (gen !== this._gen) return;
-    const ws = new (this.options.WebSocket ?? globalThis.WebSocket)(this.url, ['hub.json']);
+    this._log('opening', this.url);
+    let ws;
+    try {
+      ws = new (this.options.WebSocket ?? globalThis.WebSocket)(this.url, ['hub.json']);
+    } catch (e) {
+      // A URL the browser refuses (malformed, ws:// from an https page): on to the next endpoint.
+      this.emit('error', new HubError('bad_url', `cannot open ${this.url}: ${e?.message ?? e}`));
+      this._lost(1006, 'cannot open socket', true);
+      return;
+    }
     this._ws = ws;
     this._lastReceived = Date.now();
     ws.onmessage = (ev) => this._onFrame(ev.data);
@@ -246,8 +279,10 @@ export class HubClient extends Emitter {
     const { minReconnectDelay, maxReconnectDelay } = this.options;
     const delay = backoffDelay(this._attempt, minReconnectDelay, maxReconnectDelay);
     this._attempt += 1;
+    // Round robin: the endpoint that just failed (or shut down) is the last one tried again.
+    // mutated
     this._setState('connecting');
-    this.emit('connecting', { attempt: this._attempt, delay, code, reason });
+    this.emit('connecting', { attempt: this._attempt, delay, url: this.url, code, reason });
     this._timers.reconnect = setTimeout(() => {
       this._timers.reconnect = null;
       this._open();

@@ -84,6 +84,10 @@ struct FanoutReport {
     unexpected_frames: u64,
     /// CPU seconds of the load generator's processes over the window.
     loadgen_cpu_seconds: f64,
+    /// Busy cores of the whole machine over the window, and what neither the hub nor the load
+    /// generator used (other processes: a figure well above 0 means a disturbed run).
+    machine_busy_cores: f64,
+    other_busy_cores: f64,
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
@@ -180,6 +184,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     let deliveries = run.after.deliveries - run.loaded.deliveries;
     let cpu = run.after.cpu_seconds - run.loaded.cpu_seconds;
+    let machine_busy_cores = run.machine_busy / run.machine_seconds.max(1e-3);
+    // Worker CPU also counts the report round after the window: a slight overestimate.
+    let other_busy_cores = machine_busy_cores - (cpu + run.loadgen_cpu) / run.machine_seconds.max(1e-3);
     let report = FanoutReport {
         scenario: "fanout",
         params,
@@ -215,6 +222,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         server_closes,
         unexpected_frames: run.worker_stats.iter().map(|w| w.unexpected).sum(),
         loadgen_cpu_seconds: run.loadgen_cpu,
+        machine_busy_cores,
+        other_busy_cores,
     };
     if c.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -234,6 +243,9 @@ struct Measured {
     histogram: hdrhistogram::Histogram<u64>,
     worker_stats: Vec<WorkerStats>,
     loadgen_cpu: f64,
+    /// Machine busy CPU-seconds over the measured part, and its length in seconds.
+    machine_busy: f64,
+    machine_seconds: f64,
 }
 
 /// The measured part: hub stats, publishing with a progress bar, draining, hub stats again.
@@ -249,6 +261,8 @@ async fn measure(
     let worker_cpu_before: f64 = stats_before.iter().map(|w| w.cpu_seconds).sum();
     let received_before: u64 = stats_before.iter().map(|w| w.progress.received).sum();
     let own_cpu_before = sys::own_cpu_seconds();
+    let machine_before = sys::machine_cpu_seconds();
+    let measure_start = Instant::now();
     let loaded = api.stats().await?;
 
     // Memory during the run: the hub's RSS once a second, keeping the peak.
@@ -300,6 +314,8 @@ async fn measure(
     pool.pump(drain_until, |p| p.received - received_before >= expected, |_| {}).await;
     // One more report round so the last counts are current.
     let after = api.stats().await?;
+    let machine_after = sys::machine_cpu_seconds();
+    let machine_seconds = measure_start.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     let rss_peak = sampler.await.unwrap_or(0).max(after.rss_bytes);
     let worker_stats = pool.collect_stats(Duration::from_secs(30)).await?;
@@ -309,7 +325,19 @@ async fn measure(
     }
     let worker_cpu_after: f64 = worker_stats.iter().map(|w| w.cpu_seconds).sum();
     let loadgen_cpu = worker_cpu_after - worker_cpu_before + sys::own_cpu_seconds() - own_cpu_before;
-    Ok(Measured { publish, start_us, expected, loaded, after, rss_peak, histogram, worker_stats, loadgen_cpu })
+    Ok(Measured {
+        publish,
+        start_us,
+        expected,
+        loaded,
+        after,
+        rss_peak,
+        histogram,
+        worker_stats,
+        loadgen_cpu,
+        machine_busy: machine_after.0 - machine_before.0,
+        machine_seconds,
+    })
 }
 
 fn print_report(r: &FanoutReport) {

@@ -40,3 +40,20 @@ pub fn own_cpu_seconds() -> f64 {
 pub fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
+
+/// CPU seconds the whole machine spent busy, and in all, since boot (from /proc/stat): the
+/// difference over a run shows whether something else was using the cores the test shares.
+pub fn machine_cpu_seconds() -> (f64, f64) {
+    let line = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    // cpu user nice system idle iowait irq softirq steal guest guest_nice (ticks of 1/100 s)
+    let v: Vec<f64> = line.split_whitespace().skip(1).take(8).filter_map(|f| f.parse().ok()).collect();
+    if v.len() < 8 {
+        return (0.0, 0.0);
+    }
+    let total: f64 = v.iter().sum();
+    let idle = v[3] + v[4];
+    ((total - idle) / 100.0, total / 100.0)
+}

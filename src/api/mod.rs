@@ -156,6 +156,9 @@ async fn ban_user(State(state): State<AppState>, Path(user): Path<String>, body:
     } else {
         serde_json::from_slice(&body).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))?
     };
+    if body.duration_secs == Some(0) {
+        return Err(HubError::new(ErrorCode::BadRequest, "duration_secs must be at least 1").into());
+    }
     let now = crate::auth::now_secs();
     let ban = crate::store::Ban {
         user,

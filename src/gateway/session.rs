@@ -142,6 +142,10 @@ where
     }
     let expires_at = Some(claims.exp);
     let conn = node.register(claims, codec);
+    // A ban recorded between the check above and the registration closes this socket too.
+    if node.is_banned(&conn.user) {
+        conn.outbox.close(CloseReason::Banned);
+    }
     let reply = ConnectReply {
         client: conn.client.to_string(),
         user: conn.user.to_string(),

@@ -3,7 +3,7 @@
 /**
  * An error from the hub or from the SDK. `code` is stable and machine-readable: the server's
  * codes (`forbidden`, `not_found`, `token_expired`, ...) or the SDK's own (`timeout`,
- * `disconnected`, `not_connected`, `unsupported`).
+ * `disconnected`, `not_connected`, `unsupported`, `bad_url`).
  */
 export class HubError extends Error {
   /**

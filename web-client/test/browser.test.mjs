@@ -27,6 +27,16 @@ let hub;
 let base;
 let browser;
 
+/**
+ * The hub's environment: ours without HUB_BIN (the hub reads every other HUB_* variable as a
+ * config key and refuses to start on one it does not know), with HUB_LOG defaulting to warn.
+ */
+function hubEnv() {
+  const env = { ...process.env, HUB_LOG: process.env.HUB_LOG ?? 'warn' };
+  delete env.HUB_BIN;
+  return env;
+}
+
 /** Starts the hub and resolves with its address once it prints `hub listening on ADDR`. */
 function startHub() {
   if (!existsSync(HUB_BIN)) {
@@ -35,7 +45,7 @@ function startHub() {
   const child = spawn(
     HUB_BIN,
     ['--config', CONFIG, '--listen', '127.0.0.1:0', '--set', `web_root=${JSON.stringify(WEB_ROOT)}`],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, HUB_LOG: process.env.HUB_LOG ?? 'warn' } },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: hubEnv() },
   );
   return new Promise((resolveAddr, reject) => {
     const guard = setTimeout(() => reject(new Error('hub did not report its address in time')), GUARD_MS);

@@ -336,3 +336,133 @@ test('a refused subscribe rejects ready and drops the subscription', async () =>
   assert.equal(hub.getSubscription('user:bob'), undefined);
   hub.disconnect();
 });
+
+test('several endpoints: each reconnect moves to the next, round robin, and resumes there', async () => {
+  const hub = new HubClient(['ws://a.test/ws', 'http://b.test/ws', 'ws://c.test/ws'], {
+    token: 't1',
+    WebSocket: FakeSocket,
+    minReconnectDelay: 1,
+    maxReconnectDelay: 5,
+  });
+  assert.deepEqual(hub.urls, ['ws://a.test/ws', 'ws://b.test/ws', 'ws://c.test/ws']);
+  const connecting = [];
+  hub.on('connecting', (e) => connecting.push([e.attempt, e.url]));
+  const got = [];
+  hub.connect();
+  let sock = await sockets.next();
+  assert.equal(sock.url, 'ws://a.test/ws');
+  assert.equal(hub.url, 'ws://a.test/ws');
+  await sock.accept({ node: 'A' });
+  hub.subscribe('news', { onPublication: (p) => got.push(p.offset) });
+  let req = await sock.next();
+  sock.reply(req.id, { position: { offset: 5, epoch: 'E' }, recovered: false });
+  sock.push({ type: 'push', channel: 'news', offset: 6, event: 'message', data: {} });
+
+  // Node A shuts down: the next attempt goes to B, which cannot be reached (no open, 1006).
+  sock.serverClose(4000, 'shutdown');
+  sock = await sockets.next();
+  assert.equal(sock.url, 'ws://b.test/ws');
+  assert.equal(hub.url, 'ws://b.test/ws');
+  sock.serverClose(1006);
+  // Then C, which takes the client and resumes the channel from where A left it.
+  sock = await sockets.next();
+  assert.equal(sock.url, 'ws://c.test/ws');
+  const frame = await sock.accept({ node: 'C' });
+  assert.equal(frame.token, 't1');
+  assert.equal(hub.info.node, 'C');
+  req = await sock.next();
+  assert.equal(req.op, 'subscribe');
+  assert.deepEqual(req.since, { offset: 6, epoch: 'E' });
+  const missed = [6, 7, 8].map((offset) => ({ offset, event: 'message', data: {} }));
+  sock.reply(req.id, { position: { offset: 8, epoch: 'E' }, recovered: true, publications: missed });
+  sock.push({ type: 'push', channel: 'news', offset: 9, event: 'message', data: {} });
+  assert.deepEqual(got, [6, 7, 8, 9]);
+
+  // A drop on C wraps around to A; the backoff restarted with the successful connect.
+  hub._testDropSocket();
+  sock = await sockets.next();
+  assert.equal(sock.url, 'ws://a.test/ws');
+  await sock.accept({ node: 'A' });
+  assert.deepEqual(connecting, [
+    [0, 'ws://a.test/ws'],
+    [1, 'ws://b.test/ws'],
+    [2, 'ws://c.test/ws'],
+    [1, 'ws://a.test/ws'],
+  ]);
+
+  // connect() after disconnect() starts where the client was.
+  hub.disconnect();
+  hub.connect();
+  sock = await sockets.next();
+  assert.equal(sock.url, 'ws://a.test/ws');
+  await sock.accept();
+  hub.disconnect();
+});
+
+test('one endpoint: every reconnect goes back to it', async () => {
+  const hub = client();
+  assert.deepEqual(hub.urls, ['ws://hub.test/ws']);
+  hub.connect();
+  for (const code of [4000, 1006]) {
+    const sock = await sockets.next();
+    assert.equal(sock.url, 'ws://hub.test/ws');
+    await sock.accept();
+    sock.serverClose(code);
+  }
+  const last = await sockets.next();
+  assert.equal(last.url, 'ws://hub.test/ws');
+  await last.accept();
+  hub.disconnect();
+});
+
+test('an endpoint that never answers is given up after the connect timeout; the next is tried', async () => {
+  const hub = new HubClient(['ws://silent.test/ws', 'ws://live.test/ws'], {
+    token: 't1',
+    WebSocket: FakeSocket,
+    timeout: 50,
+    minReconnectDelay: 1,
+    maxReconnectDelay: 5,
+  });
+  const gone = once(hub, 'disconnected');
+  hub.connect();
+  const silent = await sockets.next();
+  assert.equal(silent.url, 'ws://silent.test/ws');
+  // Never opens.
+  assert.deepEqual(await gone, { code: 1006, reason: 'connect timeout', reconnect: true });
+  assert.equal(silent.closedByClient, 1000);
+  const live = await sockets.next();
+  assert.equal(live.url, 'ws://live.test/ws');
+  await live.accept();
+  assert.equal(hub.state, 'connected');
+  hub.disconnect();
+});
+
+test('an endpoint the WebSocket constructor refuses is reported and skipped', async () => {
+  class PickySocket extends FakeSocket {
+    constructor(url, protocols) {
+      if (url.startsWith('ws://bad.test')) throw new SyntaxError('refused URL');
+      super(url, protocols);
+    }
+  }
+  const hub = new HubClient(['ws://bad.test/ws', 'ws://good.test/ws'], {
+    token: 't1',
+    WebSocket: PickySocket,
+    minReconnectDelay: 1,
+    maxReconnectDelay: 5,
+  });
+  const reported = once(hub, 'error');
+  const connected = hub.connect();
+  const err = await reported;
+  assert.equal(err.code, 'bad_url');
+  assert.match(err.message, /bad\.test/);
+  const sock = await sockets.next();
+  assert.equal(sock.url, 'ws://good.test/ws');
+  await sock.accept({ node: 'G' });
+  assert.equal((await connected).node, 'G');
+  hub.disconnect();
+});
+
+test('an empty endpoint list is refused', () => {
+  assert.throws(() => new HubClient([], { token: 't' }), (e) => e.code === 'bad_request');
+  assert.throws(() => new HubClient(['ws://a.test/ws', ''], { token: 't' }), (e) => e.code === 'bad_request');
+});
