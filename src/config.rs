@@ -244,6 +244,9 @@ impl Default for GatewayConfig {
     }
 }
 
+const TOP_LEVEL_KEYS: &[&str] =
+    &["node_id", "listen", "dev_mode", "web_root", "auth", "api", "gateway", "cluster", "store", "namespaces"];
+
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -272,8 +275,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(file));
         }
-        // HUB_CONFIG and HUB_LOG are command-line settings, not config keys.
-        fig = fig.merge(Env::prefixed("HUB_").ignore(&["CONFIG", "LOG"]).split("__"));
+        // Only variables naming a top-level section are config (HUB_CONFIG, HUB_LOG and other
+        // tools' HUB_* variables are not); inside a section, unknown keys are still refused.
+        let env = Env::prefixed("HUB_").filter(|key| {
+            let top = key.as_str().split("__").next().unwrap_or_default().to_ascii_lowercase();
+            TOP_LEVEL_KEYS.contains(&top.as_str())
+        });
+        fig = fig.merge(env.split("__"));
         for item in overrides {
             let (key, value) = item.split_once('=').ok_or_else(|| ConfigError::Invalid {
                 key: item.clone(),

@@ -208,6 +208,12 @@ fn bad_config_names_the_key() {
     assert!(err.contains("gatway"), "{err}");
     let (code, _) = run(&["--set", "gateway.ping_interval=\"5s\""], &[("HUB_DEV_MODE", "false")]);
     assert_eq!(code, Some(0));
+    // Other tools' HUB_* variables are not config; unknown keys inside a section still are errors.
+    let (code, _) = run(&[], &[("HUB_BIN", "/x"), ("HUB_SOMETHING_ELSE", "1")]);
+    assert_eq!(code, Some(0));
+    let (code, err) = run(&[], &[("HUB_GATEWAY__PING_INTERVL", "5s")]);
+    assert_eq!(code, Some(2));
+    assert!(err.to_lowercase().contains("ping_intervl"), "{err}");
     let (code, err) = run(&["--config", "/nonexistent.toml"], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("does not exist"), "{err}");

@@ -280,7 +280,7 @@ export class HubClient extends Emitter {
     const delay = backoffDelay(this._attempt, minReconnectDelay, maxReconnectDelay);
     this._attempt += 1;
     // Round robin: the endpoint that just failed (or shut down) is the last one tried again.
-    // mutated
+    this._endpoint = (this._endpoint + 1) % this.urls.length;
     this._setState('connecting');
     this.emit('connecting', { attempt: this._attempt, delay, url: this.url, code, reason });
     this._timers.reconnect = setTimeout(() => {

@@ -62,8 +62,19 @@ struct Hub {
     rss_loaded_bytes: u64,
     rss_peak_bytes: u64,
     rss_after_bytes: u64,
+    /// Once a second during the run: seconds since the first publication, hub RSS, hub
+    /// deliveries so far (counted when queued), hub CPU seconds so far.
+    samples: Vec<Sample>,
     before: HubStats,
     after: HubStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Sample {
+    t: f64,
+    rss_bytes: u64,
+    deliveries: u64,
+    cpu_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -214,6 +225,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             rss_before_connections_bytes: before.rss_bytes,
             rss_loaded_bytes: run.loaded.rss_bytes,
             rss_peak_bytes: run.rss_peak,
+            samples: run.samples,
             rss_after_bytes: run.after.rss_bytes,
             before: run.loaded.clone(),
             after: run.after.clone(),
@@ -240,6 +252,7 @@ struct Measured {
     loaded: HubStats,
     after: HubStats,
     rss_peak: u64,
+    samples: Vec<Sample>,
     histogram: hdrhistogram::Histogram<u64>,
     worker_stats: Vec<WorkerStats>,
     loadgen_cpu: f64,
@@ -265,20 +278,26 @@ async fn measure(
     let measure_start = Instant::now();
     let loaded = api.stats().await?;
 
-    // Memory during the run: the hub's RSS once a second, keeping the peak.
+    // Memory during the run: the hub's stats once a second (bounded by the run's own limits).
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let sampler_api = api.clone();
+    let sample_start = Instant::now();
     let sampler = tokio::spawn(async move {
-        let mut peak = 0u64;
+        let mut samples = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     if let Ok(s) = sampler_api.stats().await {
-                        peak = peak.max(s.rss_bytes);
+                        samples.push(Sample {
+                            t: sample_start.elapsed().as_secs_f64(),
+                            rss_bytes: s.rss_bytes,
+                            deliveries: s.deliveries,
+                            cpu_seconds: s.cpu_seconds,
+                        });
                     }
                 }
-                _ = stop_rx.changed() => return peak,
+                _ = stop_rx.changed() => return samples,
             }
         }
     });
@@ -317,7 +336,8 @@ async fn measure(
     let machine_after = sys::machine_cpu_seconds();
     let machine_seconds = measure_start.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
-    let rss_peak = sampler.await.unwrap_or(0).max(after.rss_bytes);
+    let samples = sampler.await.unwrap_or_default();
+    let rss_peak = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0).max(after.rss_bytes);
     let worker_stats = pool.collect_stats(Duration::from_secs(30)).await?;
     let mut histogram = ipc::new_histogram();
     for w in &worker_stats {
@@ -332,6 +352,7 @@ async fn measure(
         loaded,
         after,
         rss_peak,
+        samples,
         histogram,
         worker_stats,
         loadgen_cpu,

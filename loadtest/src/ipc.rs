@@ -2,7 +2,6 @@
 //! The coordinator writes the worker's `WorkerPlan` as the first line of its stdin, then
 //! `Command`s; the worker answers on stdout with `Event`s (its logs go to stderr).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
@@ -87,8 +86,9 @@ pub struct WorkerStats {
     pub histogram: String,
     /// Receive time (µs since the epoch) of the last publication received.
     pub last_received_us: u64,
-    /// Close codes sent by the server, with counts.
-    pub server_closes: BTreeMap<u16, u64>,
+    /// Close codes sent by the server, with counts (pairs: a JSON map's keys would be strings,
+    /// which an internally tagged enum cannot read back as numbers).
+    pub server_closes: Vec<(u16, u64)>,
     /// Frames that were neither a publication nor an expected reply.
     pub unexpected: u64,
     pub cpu_seconds: f64,
@@ -145,5 +145,17 @@ mod tests {
         assert!(matches!(back, Event::Ready { per_channel, .. } if per_channel == [1, 2]));
         let c: Command = serde_json::from_str(r#"{"cmd":"stop"}"#).unwrap();
         assert!(matches!(c, Command::Stop));
+        let stats = Event::Stats(WorkerStats {
+            progress: Progress::default(),
+            histogram: encode_histogram(&new_histogram()),
+            last_received_us: 1,
+            server_closes: vec![(4002, 7)],
+            unexpected: 0,
+            cpu_seconds: 0.5,
+        });
+        let back: Event = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        assert!(matches!(back, Event::Stats(s) if s.server_closes == [(4002, 7)]));
+        let c: Command = serde_json::from_str(r#"{"cmd":"report"}"#).unwrap();
+        assert!(matches!(c, Command::Report));
     }
 }

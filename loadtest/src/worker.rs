@@ -71,7 +71,7 @@ impl Shared {
             progress: self.counters.progress(),
             histogram: ipc::encode_histogram(&self.histogram.lock().expect("histogram lock")),
             last_received_us: self.counters.last_received_us.load(Ordering::Relaxed),
-            server_closes: self.server_closes.lock().expect("closes lock").clone(),
+            server_closes: self.server_closes.lock().expect("closes lock").iter().map(|(c, n)| (*c, *n)).collect(),
             unexpected: self.counters.unexpected.load(Ordering::Relaxed),
             cpu_seconds: sys::own_cpu_seconds() - cpu_start,
         }

@@ -97,6 +97,9 @@ class FakeSocket {
   }
 }
 
+/** Turns a hang (a socket that never comes) into a failure. */
+const GUARD = { timeout: 10_000 };
+
 /** Resolves with the next `event` the emitter fires. */
 function once(emitter, event) {
   return new Promise((resolve) => {
@@ -337,13 +340,15 @@ test('a refused subscribe rejects ready and drops the subscription', async () =>
   hub.disconnect();
 });
 
-test('several endpoints: each reconnect moves to the next, round robin, and resumes there', async () => {
+test('several endpoints: each reconnect moves to the next, round robin, and resumes there', GUARD, async (t) => {
   const hub = new HubClient(['ws://a.test/ws', 'http://b.test/ws', 'ws://c.test/ws'], {
     token: 't1',
     WebSocket: FakeSocket,
     minReconnectDelay: 1,
     maxReconnectDelay: 5,
   });
+  // A failed assertion must not leave a client reconnecting (the run would never end).
+  t.after(() => hub.disconnect());
   assert.deepEqual(hub.urls, ['ws://a.test/ws', 'ws://b.test/ws', 'ws://c.test/ws']);
   const connecting = [];
   hub.on('connecting', (e) => connecting.push([e.attempt, e.url]));
@@ -399,8 +404,9 @@ test('several endpoints: each reconnect moves to the next, round robin, and resu
   hub.disconnect();
 });
 
-test('one endpoint: every reconnect goes back to it', async () => {
+test('one endpoint: every reconnect goes back to it', GUARD, async (t) => {
   const hub = client();
+  t.after(() => hub.disconnect());
   assert.deepEqual(hub.urls, ['ws://hub.test/ws']);
   hub.connect();
   for (const code of [4000, 1006]) {
@@ -415,7 +421,7 @@ test('one endpoint: every reconnect goes back to it', async () => {
   hub.disconnect();
 });
 
-test('an endpoint that never answers is given up after the connect timeout; the next is tried', async () => {
+test('an endpoint that never answers is given up after the connect timeout; the next is tried', GUARD, async (t) => {
   const hub = new HubClient(['ws://silent.test/ws', 'ws://live.test/ws'], {
     token: 't1',
     WebSocket: FakeSocket,
@@ -423,6 +429,7 @@ test('an endpoint that never answers is given up after the connect timeout; the 
     minReconnectDelay: 1,
     maxReconnectDelay: 5,
   });
+  t.after(() => hub.disconnect());
   const gone = once(hub, 'disconnected');
   hub.connect();
   const silent = await sockets.next();
@@ -437,7 +444,7 @@ test('an endpoint that never answers is given up after the connect timeout; the 
   hub.disconnect();
 });
 
-test('an endpoint the WebSocket constructor refuses is reported and skipped', async () => {
+test('an endpoint the WebSocket constructor refuses is reported and skipped', GUARD, async (t) => {
   class PickySocket extends FakeSocket {
     constructor(url, protocols) {
       if (url.startsWith('ws://bad.test')) throw new SyntaxError('refused URL');
@@ -450,6 +457,7 @@ test('an endpoint the WebSocket constructor refuses is reported and skipped', as
     minReconnectDelay: 1,
     maxReconnectDelay: 5,
   });
+  t.after(() => hub.disconnect());
   const reported = once(hub, 'error');
   const connected = hub.connect();
   const err = await reported;
