@@ -426,5 +426,8 @@ fn print_report(r: &FanoutReport) {
         "  losses          {} slow-consumer closes (hub), {} subscribers lost, closes {:?}, {} unexpected frames",
         h.slow_consumers, r.sockets.lost, r.server_closes, r.unexpected_frames
     );
-    println!("  load generator  {:.2} CPU-seconds over the window", r.loadgen_cpu_seconds);
+    println!(
+        "  machine         load generator {:.2} CPU-s; machine {:.2} cores busy, {:.2} by other processes",
+        r.loadgen_cpu_seconds, r.machine_busy_cores, r.other_busy_cores
+    );
 }

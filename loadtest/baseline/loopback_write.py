@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Machine floor for a fan-out write (docs/benchmarks.md): what one small write() to one of many
+loopback TCP sockets costs the *sending* process, when the reader is another process in epoll.
+
+One process accepts SOCKETS connections and writes a FRAME-byte frame to each in turn at RATE
+writes/s for SECONDS; a child process reads them with epoll. Prints the sender's CPU per write.
+Bounded: fixed duration, the reader stops by itself. Loopback only.
+
+    python3 loadtest/baseline/loopback_write.py [RATE] [SOCKETS]
+"""
+import os
+import resource
+import selectors
+import socket
+import sys
+import time
+
+RATE = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+SOCKETS = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000
+SECONDS = 5
+FRAME = b"x" * 120
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(4096)
+addr = listener.getsockname()
+pid = os.fork()
+if pid == 0:
+    listener.close()
+    sel = selectors.EpollSelector()
+    for _ in range(SOCKETS):
+        c = socket.create_connection(addr)
+        c.setblocking(False)
+        sel.register(c, selectors.EVENT_READ)
+    end = time.time() + SECONDS + 3
+    while time.time() < end:
+        for key, _ in sel.select(0.5):
+            try:
+                key.fileobj.recv(65536)
+            except BlockingIOError:
+                pass
+    os._exit(0)
+
+conns = []
+for _ in range(SOCKETS):
+    s, _ = listener.accept()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conns.append(s)
+time.sleep(0.5)
+r0 = resource.getrusage(resource.RUSAGE_SELF)
+t0 = time.perf_counter()
+sent = 0
+while time.perf_counter() - t0 < SECONDS:
+    due = int((time.perf_counter() - t0) * RATE)
+    while sent < due:
+        conns[sent % SOCKETS].send(FRAME)
+        sent += 1
+    time.sleep(0.001)
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+user = r1.ru_utime - r0.ru_utime
+system = r1.ru_stime - r0.ru_stime
+print(f"{SOCKETS} sockets, {RATE} writes/s: {sent} writes, sender CPU {(user + system) / sent * 1e6:.1f} µs "
+      f"per write (kernel {system / sent * 1e6:.1f} µs)")
+os.waitpid(pid, 0)
