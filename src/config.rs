@@ -72,6 +72,10 @@ pub struct GatewayConfig {
     pub ping_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub pong_timeout: Duration,
+    /// A connection whose socket takes no data for this long while the hub writes to it is
+    /// closed as a slow consumer (4001).
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// How long a closing connection may take to flush its close frame.
     #[serde(with = "humantime_serde")]
     pub close_grace: Duration,
@@ -234,6 +238,7 @@ impl Default for GatewayConfig {
             outbox_frames: 4096,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             rate_per_sec: 50.0,
@@ -314,6 +319,9 @@ impl Config {
         }
         if g.outbox_frames == 0 {
             return bad("gateway.outbox_frames", "must be above 0");
+        }
+        if g.write_timeout.is_zero() {
+            return bad("gateway.write_timeout", "must be above 0");
         }
         if g.ping_interval.is_zero() || g.pong_timeout.is_zero() {
             return bad("gateway.ping_interval", "ping interval and pong timeout must be above 0");

@@ -150,6 +150,10 @@ pub async fn run_with(
     tokio::spawn(reload_bans(Arc::downgrade(&node)));
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
     let drain_node = node.clone();
+    // Small real-time frames go out at once; the session coalesces what is queued itself.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

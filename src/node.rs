@@ -42,6 +42,8 @@ pub struct Conn {
     /// Milliseconds since node start of the last frame received.
     pub last_seen_ms: AtomicU64,
     pub last_ping_ms: AtomicU64,
+    /// When the current write began (ms since node start), 0 while not writing.
+    pub writing_since_ms: AtomicU64,
     subs: Mutex<Vec<Arc<str>>>,
 }
 
@@ -236,6 +238,7 @@ impl Node {
             claims: Mutex::new(Arc::new(claims)),
             last_seen_ms: AtomicU64::new(now),
             last_ping_ms: AtomicU64::new(now),
+            writing_since_ms: AtomicU64::new(0),
             subs: Mutex::new(Vec::new()),
         });
         self.conns.insert(id, conn.clone());

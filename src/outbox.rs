@@ -24,6 +24,10 @@ pub struct Outbox {
 struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
+    /// Taken by the writer and not yet written: still this connection's memory, so it counts
+    /// against the limits (a writer stuck on a full socket must not hide a growing backlog).
+    inflight_bytes: usize,
+    inflight_frames: usize,
     ping: bool,
     close: Option<CloseReason>,
 }
@@ -48,7 +52,9 @@ impl Outbox {
         if s.close.is_some() {
             return false;
         }
-        if s.frames.len() >= self.max_frames || s.bytes + frame.len() > self.max_bytes {
+        if s.frames.len() + s.inflight_frames >= self.max_frames
+            || s.bytes + s.inflight_bytes + frame.len() > self.max_bytes
+        {
             s.close = Some(CloseReason::SlowConsumer);
             s.frames = VecDeque::new();
             s.bytes = 0;
@@ -89,8 +95,16 @@ impl Outbox {
     /// keeps no buffer.
     pub fn take(&self) -> Batch {
         let mut s = self.state.lock();
-        s.bytes = 0;
+        s.inflight_bytes = std::mem::take(&mut s.bytes);
+        s.inflight_frames = s.frames.len();
         Batch { frames: std::mem::take(&mut s.frames), ping: std::mem::take(&mut s.ping), close: s.close }
+    }
+
+    /// The writer wrote what it took.
+    pub fn written(&self) {
+        let mut s = self.state.lock();
+        s.inflight_bytes = 0;
+        s.inflight_frames = 0;
     }
 
     pub async fn ready(&self) {
@@ -121,6 +135,22 @@ mod tests {
         let b = o.take();
         assert!(b.frames.is_empty());
         assert_eq!(b.close, Some(CloseReason::SlowConsumer));
+    }
+
+    #[test]
+    fn frames_being_written_still_count() {
+        let o = Outbox::new(10, 100);
+        assert!(o.push(Bytes::from_static(b"123456")));
+        let batch = o.take();
+        assert_eq!(batch.frames.len(), 1);
+        // The writer has not finished: the taken bytes still count.
+        assert!(!o.push(Bytes::from_static(b"123456")));
+        assert_eq!(o.closing(), Some(CloseReason::SlowConsumer));
+        let o = Outbox::new(10, 100);
+        o.push(Bytes::from_static(b"123456"));
+        o.take();
+        o.written();
+        assert!(o.push(Bytes::from_static(b"123456")));
     }
 
     #[test]

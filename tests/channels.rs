@@ -261,3 +261,41 @@ async fn slow_consumer_is_closed_while_others_keep_flowing() {
     let (_, stats) = hub.api_get("/stats").await;
     assert_eq!(stats["slow_consumers"], 1);
 }
+
+/// A socket that takes nothing for `write_timeout` while the hub writes is closed as a slow
+/// consumer even when its queue is within bounds (and not mistaken for a missing pong).
+#[tokio::test]
+async fn stalled_writer_is_closed_as_slow_consumer() {
+    let hub = Hub::start(&[
+        "gateway.outbox_bytes=67108864",
+        "gateway.outbox_frames=1000000",
+        "gateway.write_timeout=\"300ms\"",
+        "gateway.close_grace=\"60s\"",
+    ]);
+    let mut slow = Client::connect(&hub, "stuck").await;
+    slow.ok(json!({ "op": "subscribe", "channel": "public:stall" })).await;
+    let chunk = "s".repeat(16 * 1024);
+    for i in 0..1500 {
+        hub.publish("public:stall", json!({ "i": i, "pad": chunk })).await;
+    }
+    // The hub's own count says when it gave up on the socket; then the client reads.
+    let wait = async {
+        loop {
+            let (_, stats) = hub.api_get("/stats").await;
+            if stats["slow_consumers"] == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(GUARD, wait).await.expect("the stalled socket is given up");
+    let code = loop {
+        match tokio::time::timeout(GUARD, futures_util::StreamExt::next(&mut slow.ws)).await.unwrap() {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("{e}"),
+            None => break None,
+        }
+    };
+    assert_eq!(code, Some(4001));
+}

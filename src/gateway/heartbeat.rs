@@ -13,6 +13,7 @@ pub async fn run_heartbeats(node: Arc<Node>) {
     let dead_ms = ping_ms + g.pong_timeout.as_millis() as u64;
     let tick = (g.ping_interval.min(g.pong_timeout) / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let leeway = node.config.auth.leeway.as_secs();
+    let stall_ms = g.write_timeout.as_millis() as u64;
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -24,7 +25,14 @@ pub async fn run_heartbeats(node: Arc<Node>) {
         let now_s = now_secs();
         for conn in node.connections() {
             let quiet = now.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed));
-            if quiet > dead_ms {
+            let writing_since = conn.writing_since_ms.load(Ordering::Relaxed);
+            if writing_since != 0 && now.saturating_sub(writing_since) > stall_ms {
+                // A socket that has not taken one batch in this long is a slow consumer; its
+                // silence is ours (we were not reading while writing), not a missing pong.
+                conn.outbox.close(CloseReason::SlowConsumer);
+            } else if writing_since != 0 {
+                continue;
+            } else if quiet > dead_ms {
                 conn.outbox.close(CloseReason::NoPong);
             } else if conn.claims().exp + leeway < now_s {
                 conn.outbox.close(CloseReason::TokenExpired);

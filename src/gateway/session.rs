@@ -38,7 +38,11 @@ where
             _ = conn.outbox.ready() => {
                 let batch = conn.outbox.take();
                 let close = batch.close;
-                if Box::pin(write_batch(&mut ws, &conn, batch)).await.is_err() {
+                conn.writing_since_ms.store(node.now_ms().max(1), std::sync::atomic::Ordering::Relaxed);
+                let written = Box::pin(write_batch(&mut ws, &conn, batch)).await;
+                conn.writing_since_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+                conn.outbox.written();
+                if written.is_err() {
                     break None;
                 }
                 if close.is_some() {
