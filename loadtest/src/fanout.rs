@@ -21,6 +21,9 @@ use crate::{bar, phase, sys, FanoutArgs};
 #[derive(Debug, Serialize)]
 struct Params {
     urls: Vec<String>,
+    /// Where the publishers connect (empty: the subscribers' hubs).
+    publish_urls: Vec<String>,
+    publish_apis: Vec<String>,
     connections: u64,
     channels: u64,
     subscribers_per_channel: f64,
@@ -112,12 +115,23 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     for url in &c.urls {
         targets.push(Target::resolve(url).await?);
     }
+    let mut publish_targets = Vec::new();
+    for url in &args.publish_urls {
+        publish_targets.push(Target::resolve(url).await?);
+    }
+    if publish_targets.is_empty() {
+        publish_targets = targets.clone();
+    }
     let api = Arc::new(c.api()?);
+    let publish_api =
+        if args.publish_apis.is_empty() { api.clone() } else { Arc::new(HubApi::new(&args.publish_apis, &c.api_key)?) };
     let count = args.count.unwrap_or((args.rate * args.duration).ceil() as u64);
     let workers = c.workers();
     let per_channel_avg = c.connections as f64 / args.channels as f64;
     let params = Params {
         urls: c.urls.clone(),
+        publish_urls: args.publish_urls.clone(),
+        publish_apis: args.publish_apis.clone(),
         connections: c.connections,
         channels: args.channels,
         subscribers_per_channel: per_channel_avg,
@@ -166,7 +180,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     };
     let connect_seconds = started.elapsed().as_secs_f64();
     connect_bar.finish_and_clear();
-    let publishers = match Publishers::connect(args.publish_via, &plan, &targets, &c.secret).await {
+    let publishers = match Publishers::connect(args.publish_via, &plan, &publish_targets, &c.secret).await {
         Ok(p) => p,
         Err(e) => {
             pool.stop(Duration::from_secs(15)).await;
@@ -176,7 +190,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let settle_until = Instant::now() + Duration::from_secs_f64(c.settle);
     pool.pump(settle_until, |_| false, |_| {}).await;
 
-    let run = measure(&mut pool, &api, publishers, &plan, &ready.per_channel, args.drain).await;
+    let run = measure(&mut pool, &api, &publish_api, publishers, &plan, &ready.per_channel, args.drain).await;
     pool.stop(Duration::from_secs(20)).await;
     let run = run?;
 
@@ -265,6 +279,7 @@ struct Measured {
 async fn measure(
     pool: &mut WorkerPool,
     api: &Arc<HubApi>,
+    publish_api: &Arc<HubApi>,
     publishers: Publishers,
     plan: &PublishPlan,
     per_channel: &[u64],
@@ -308,7 +323,7 @@ async fn measure(
     let start = Instant::now();
     let publishing = {
         let plan = plan.clone();
-        let api = api.clone();
+        let api = publish_api.clone();
         let tally = tally.clone();
         tokio::spawn(async move { publishers.run(&plan, &api, tally).await })
     };
@@ -374,6 +389,9 @@ fn print_report(r: &FanoutReport) {
         p.workers,
         p.codec
     );
+    if !p.publish_urls.is_empty() || !p.publish_apis.is_empty() {
+        println!("  publishers on   {:?} {:?} (subscribers on {:?})", p.publish_urls, p.publish_apis, p.urls);
+    }
     for e in &r.sockets.errors {
         println!("  socket error    {e}");
     }

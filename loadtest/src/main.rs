@@ -125,6 +125,13 @@ pub struct FanoutArgs {
     pub publishers: usize,
     #[arg(long, value_enum, default_value_t = Via::Ws)]
     pub publish_via: Via,
+    /// Hub WebSocket URL(s) the publishers use (default: --url). With subscribers on other
+    /// nodes of a cluster this measures "publish on node A, receive on node B".
+    #[arg(long = "publish-url", value_delimiter = ',')]
+    pub publish_urls: Vec<String>,
+    /// Hub HTTP base(s) for `--publish-via api` (default: --api, which still gives the stats).
+    #[arg(long = "publish-api", value_delimiter = ',')]
+    pub publish_apis: Vec<String>,
     /// Size of each publication's data, as JSON.
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
