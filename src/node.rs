@@ -681,8 +681,13 @@ fn process_stats() -> ProcessStats {
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
         .map(|pages| pages * 4096)
         .unwrap_or(0);
-    // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second).
-    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+    ProcessStats { rss_bytes, cpu_seconds: process_cpu_seconds() }
+}
+
+/// User + system CPU seconds of this process: fields 14 and 15 of /proc/self/stat, in clock
+/// ticks (100 per second).
+pub fn process_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
             let rest = s.rsplit_once(')')?.1;
@@ -691,6 +696,5 @@ fn process_stats() -> ProcessStats {
             let stime: f64 = fields.get(12)?.parse().ok()?;
             Some((utime + stime) / 100.0)
         })
-        .unwrap_or(0.0);
-    ProcessStats { rss_bytes, cpu_seconds }
+        .unwrap_or(0.0)
 }

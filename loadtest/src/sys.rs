@@ -21,18 +21,9 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
-/// User + system CPU seconds of this process, from /proc/self/stat (clock ticks of 1/100 s).
+/// User + system CPU seconds of this process (the hub's own reading of /proc).
 pub fn own_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(0.0)
+    hub::node::process_cpu_seconds()
 }
 
 /// Microseconds since the Unix epoch: the send stamp in every publication. All processes read
