@@ -24,6 +24,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub cluster: ClusterConfig,
     pub store: StoreConfig,
+    pub chat: ChatConfig,
     /// Channel namespaces; a channel `ns:rest` uses namespace `ns`, a channel without `:` the one
     /// named "" (if configured).
     pub namespaces: Vec<NamespaceConfig>,
@@ -151,6 +152,44 @@ impl Default for StoreConfig {
     }
 }
 
+/// The dating-app chat (`src/chat/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Swipes (like, pass, super like) a user may make per `swipe_window`.
+    pub swipe_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub swipe_window: Duration,
+    /// Super likes a user may make per `super_like_window` (they count as swipes too).
+    pub super_like_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub super_like_window: Duration,
+    /// Longest message text, in bytes.
+    pub max_text_bytes: usize,
+    /// Messages a user may send per second (all their devices on one node), burst twice that.
+    pub send_rate: f64,
+    /// Shortest gap between two typing indicators of a user in one conversation.
+    #[serde(with = "humantime_serde")]
+    pub typing_interval: Duration,
+    /// Channel that receives `new_message` / `new_match` events for offline users (empty: off).
+    pub offline_channel: String,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            swipe_limit: 200,
+            swipe_window: Duration::from_secs(12 * 3600),
+            super_like_limit: 5,
+            super_like_window: Duration::from_secs(24 * 3600),
+            max_text_bytes: 4000,
+            send_rate: 20.0,
+            typing_interval: Duration::from_secs(1),
+            offline_channel: "hooks:chat".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
@@ -210,6 +249,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             cluster: ClusterConfig::default(),
             store: StoreConfig::default(),
+            chat: ChatConfig::default(),
             namespaces: Vec::new(),
         }
     }
@@ -250,7 +290,7 @@ impl Default for GatewayConfig {
 }
 
 const TOP_LEVEL_KEYS: &[&str] =
-    &["node_id", "listen", "dev_mode", "web_root", "auth", "api", "gateway", "cluster", "store", "namespaces"];
+    &["node_id", "listen", "dev_mode", "web_root", "auth", "api", "gateway", "cluster", "store", "chat", "namespaces"];
 
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +401,19 @@ impl Config {
         }
         if self.store.max_connections == 0 {
             return bad("store.max_connections", "must be above 0");
+        }
+        let chat = &self.chat;
+        if chat.swipe_window.is_zero() || chat.super_like_window.is_zero() {
+            return bad("chat.swipe_window", "swipe windows must be above 0");
+        }
+        if chat.max_text_bytes == 0 || chat.max_text_bytes + 1024 > self.gateway.max_message_bytes {
+            return bad("chat.max_text_bytes", "must be above 0 and leave 1 KiB under gateway.max_message_bytes");
+        }
+        if chat.send_rate <= 0.0 {
+            return bad("chat.send_rate", "must be above 0");
+        }
+        if !chat.offline_channel.is_empty() && self.namespace(&chat.offline_channel).is_none() {
+            return bad("chat.offline_channel", "no namespace matches this channel");
         }
         for key in &self.api.keys {
             if key.len() < 16 {

@@ -31,6 +31,14 @@ pub enum ErrorCode {
     Banned,
     /// A backend (bus, store) could not be reached; try again.
     Unavailable,
+    /// Chat: the conversation is not the caller's.
+    NotMatched,
+    /// Chat: the conversation was closed (unmatch, block, server API).
+    ConversationClosed,
+    /// Chat: one of the two users blocked the other.
+    Blocked,
+    /// Chat: too many swipes in the configured window.
+    SwipeLimit,
     Internal,
 }
 
@@ -50,6 +58,10 @@ impl ErrorCode {
             ErrorCode::NoHistory => "no_history",
             ErrorCode::Banned => "banned",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotMatched => "not_matched",
+            ErrorCode::ConversationClosed => "conversation_closed",
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::SwipeLimit => "swipe_limit",
             ErrorCode::Internal => "internal",
         }
     }
@@ -67,11 +79,18 @@ impl fmt::Display for ErrorCode {
 pub struct HubError {
     pub code: ErrorCode,
     pub message: String,
+    /// When retrying makes sense (limits), how long to wait first.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl HubError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HubError { code, message: message.into() }
+        HubError { code, message: message.into(), retry_after_ms: None }
+    }
+
+    pub fn retry_after(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
     }
 }
 

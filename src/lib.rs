@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod errors;
@@ -43,13 +44,14 @@ use crate::{
     node::Node,
     presence::{MemoryPresence, Presence},
     registry::{LocalRegistry, Registry},
-    store::{SqlStore, Store},
+    store::{ChatStore, SqlStore, Store},
 };
 
 /// What every HTTP and WebSocket handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<Node>,
+    pub chat: Arc<chat::Chat>,
     pub registry: Arc<dyn Registry>,
     /// Live socket sessions, awaited on shutdown.
     pub sessions: TaskTracker,
@@ -62,6 +64,7 @@ pub struct Backends {
     pub presence: Arc<dyn Presence>,
     pub history: Arc<dyn History>,
     pub store: Arc<dyn Store>,
+    pub chat_store: Arc<dyn ChatStore>,
     /// The Redis link in cluster modes (for the node registry).
     pub redis: Option<Arc<RedisLink>>,
 }
@@ -70,13 +73,16 @@ impl Backends {
     /// The one place that chooses implementations: in-process ones for `cluster.mode = single`,
     /// Redis ones otherwise; the store by its URL.
     pub async fn from_config(config: &Config) -> anyhow::Result<Backends> {
-        let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.store).await?);
+        let sql = Arc::new(SqlStore::open(&config.store).await?);
+        let store: Arc<dyn Store> = sql.clone();
+        let chat_store: Arc<dyn ChatStore> = sql;
         let backends = match config.cluster.mode {
             ClusterMode::Single => Backends {
                 bus: Arc::new(LocalBus::new(Arc::new(LocalBusNetwork::default()))),
                 presence: Arc::new(MemoryPresence::default()),
                 history: MemoryHistory::new(),
                 store,
+                chat_store,
                 redis: None,
             },
             ClusterMode::Redis | ClusterMode::RedisCluster => {
@@ -88,6 +94,7 @@ impl Backends {
                     presence: RedisPresence::new(link.clone(), config.cluster.presence_ttl),
                     history: Arc::new(RedisHistory::new(link.clone())),
                     store,
+                    chat_store,
                     redis: Some(link),
                 }
             }
@@ -137,14 +144,22 @@ pub async fn run_with(
         config.cluster.advertise.clone()
     };
     let redis = backends.redis.clone();
+    let chat_store = backends.chat_store.clone();
     let node = Node::new(config.clone(), backends)?;
+    let offline: Arc<dyn chat::events::OfflineEvents> = if config.chat.offline_channel.is_empty() {
+        Arc::new(chat::events::NoEvents)
+    } else {
+        Arc::new(chat::events::ChannelEvents { node: node.clone(), channel: config.chat.offline_channel.clone() })
+    };
+    let chat = chat::Chat::new(node.clone(), chat_store, offline);
     node.bus.start().await?;
     node.reload_bans().await?;
     let registry: Arc<dyn Registry> = match redis {
         Some(link) => RedisRegistry::start(link, &node, address, config.cluster.node_ttl),
         None => Arc::new(LocalRegistry { node: node.clone(), address }),
     };
-    let state = AppState { node: node.clone(), registry, sessions: TaskTracker::new(), metrics: metrics_handle() };
+    let state =
+        AppState { node: node.clone(), chat, registry, sessions: TaskTracker::new(), metrics: metrics_handle() };
     let app = router(state.clone());
     tokio::spawn(gateway::run_heartbeats(node.clone()));
     tokio::spawn(reload_bans(Arc::downgrade(&node)));

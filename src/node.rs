@@ -276,6 +276,11 @@ impl Node {
         self.conns.iter().map(|c| c.value().clone()).collect()
     }
 
+    /// How many sockets `user` has open on this node.
+    pub fn user_connection_count(&self, user: &str) -> usize {
+        self.users.get(user).map(|ids| ids.len()).unwrap_or(0)
+    }
+
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
@@ -519,6 +524,16 @@ impl Node {
                 Ok(None)
             }
         }
+    }
+
+    /// Publishes from the server to a channel's current subscribers only, skipping its history
+    /// even where the namespace keeps one: for ephemeral, latest-wins events (typing, presence).
+    pub async fn publish_live(&self, channel: &str, event: &str, data: Value) -> Result<(), HubError> {
+        self.namespace(channel)?;
+        let publication = Publication::new(Arc::from(channel), 0, event.to_string(), data, None);
+        self.counters.publications.fetch_add(1, Ordering::Relaxed);
+        self.broadcast(BusMessage::Publication(Arc::new(publication))).await;
+        Ok(())
     }
 
     /// Delivers here, then tells the other nodes. A bus failure is logged, not returned: local

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::chat::protocol as chat;
+
 /// WebSocket subprotocol names.
 pub const SUBPROTOCOL_JSON: &str = "hub.json";
 pub const SUBPROTOCOL_MSGPACK: &str = "hub.msgpack";
@@ -100,7 +102,56 @@ pub enum Op {
     },
     /// Application-level ping for clients that cannot see WebSocket pings.
     Ping {},
+    // ---- chat (docs/protocol.md#chat) ----
+    #[serde(rename = "chat.swipe")]
+    ChatSwipe(chat::Swipe),
+    #[serde(rename = "chat.conversations")]
+    ChatConversations {},
+    #[serde(rename = "chat.send")]
+    ChatSend(chat::Send),
+    #[serde(rename = "chat.history")]
+    ChatHistory(chat::HistoryQuery),
+    #[serde(rename = "chat.delivered")]
+    ChatDelivered(chat::Mark),
+    #[serde(rename = "chat.read")]
+    ChatRead(chat::Mark),
+    #[serde(rename = "chat.typing")]
+    ChatTyping(chat::Typing),
+    #[serde(rename = "chat.status")]
+    ChatStatus(chat::SetStatus),
+    #[serde(rename = "chat.presence")]
+    ChatPresence(chat::PresenceQuery),
+    #[serde(rename = "chat.unmatch")]
+    ChatUnmatch(chat::ConversationRef),
+    #[serde(rename = "chat.block")]
+    ChatBlock(chat::UserRef),
+    #[serde(rename = "chat.report")]
+    ChatReport(chat::Report),
 }
+
+/// Every op name, to tell `unknown_op` from `bad_request`.
+pub const OP_NAMES: &[&str] = &[
+    "connect",
+    "refresh",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "history",
+    "ping",
+    "chat.swipe",
+    "chat.conversations",
+    "chat.send",
+    "chat.history",
+    "chat.delivered",
+    "chat.read",
+    "chat.typing",
+    "chat.status",
+    "chat.presence",
+    "chat.unmatch",
+    "chat.block",
+    "chat.report",
+];
 
 /// What a client learns about another client (presence, join/leave, publisher).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,6 +172,8 @@ pub enum ServerMsg {
         id: Option<u64>,
         code: String,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Push {
         channel: String,

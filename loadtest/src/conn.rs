@@ -237,7 +237,12 @@ mod tests {
             assert_eq!((f.kind.as_ref(), f.id), ("reply", Some(7)));
             assert_eq!(f.data.unwrap().t, None);
 
-            let err = ServerMsg::Error { id: Some(3), code: "rate_limited".into(), message: "too many".into() };
+            let err = ServerMsg::Error {
+                id: Some(3),
+                code: "rate_limited".into(),
+                message: "too many".into(),
+                retry_after_ms: None,
+            };
             let bytes = codec.codec().encode(&err);
             let f = decode(codec, &bytes).unwrap();
             assert_eq!(f.code.as_deref(), Some("rate_limited"));

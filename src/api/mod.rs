@@ -18,6 +18,8 @@ use crate::{
     AppState,
 };
 
+mod chat;
+
 const OPENAPI: &str = include_str!("openapi.json");
 
 /// The one error type of the HTTP edge.
@@ -34,14 +36,21 @@ impl IntoResponse for ApiError {
         let status = match self.0.code {
             ErrorCode::BadRequest | ErrorCode::UnknownOp | ErrorCode::NoHistory => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::Banned => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::NotMatched | ErrorCode::Blocked => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::ConversationClosed => StatusCode::CONFLICT,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadySubscribed | ErrorCode::NotSubscribed => StatusCode::CONFLICT,
-            ErrorCode::RateLimited | ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::LimitExceeded | ErrorCode::SwipeLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = json!({ "error": { "code": self.0.code.as_str(), "message": self.0.message } });
+        let mut error = json!({ "code": self.0.code.as_str(), "message": self.0.message });
+        if let Some(ms) = self.0.retry_after_ms {
+            error["retry_after_ms"] = json!(ms);
+        }
+        let body = json!({ "error": error });
         (status, Json(body)).into_response()
     }
 }
@@ -78,6 +87,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/channels/{channel}/presence", get(presence))
         .route("/channels/{channel}/history", get(history))
         .route("/stats", get(stats))
+        .merge(chat::routes())
         .route_layer(middleware::from_fn_with_state(state, require_key));
     Router::new()
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))

@@ -2,7 +2,7 @@
 //! sockets, negotiates the codec, and hands the socket to a session loop.
 
 mod heartbeat;
-mod ratelimit;
+pub mod ratelimit;
 pub mod session;
 
 use std::sync::{atomic::Ordering, Arc};
@@ -23,6 +23,7 @@ use crate::{
 
 pub async fn ws_handler(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let node = state.node.clone();
+    let chat = state.chat.clone();
     if node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is shutting down").into_response();
     }
@@ -42,7 +43,7 @@ pub async fn ws_handler(State(state): State<AppState>, ws: WebSocketUpgrade) -> 
         .on_upgrade(move |socket| {
             let codec = Codec::from_subprotocol(socket.protocol().and_then(|p| p.to_str().ok()));
             sessions.track_future(async move {
-                session::run(node, socket, codec).await;
+                session::run(node, chat, socket, codec).await;
                 drop(slot);
             })
         })

@@ -24,6 +24,11 @@ impl RateLimiter {
             false
         }
     }
+
+    /// How long until the next token (after a refusal).
+    pub fn retry_after_ms(&self) -> u64 {
+        ((1.0 - self.tokens).max(0.0) / self.rate_per_ms).ceil() as u64
+    }
 }
 
 #[cfg(test)]

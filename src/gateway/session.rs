@@ -12,17 +12,14 @@ use serde_json::Value;
 use super::ratelimit::RateLimiter;
 use crate::{
     auth::AuthError,
+    chat::Chat,
     errors::{CloseReason, ErrorCode, HubError},
     node::{Conn, Node},
     outbox::Batch,
     protocol::{salvage_id, Codec, ConnectReply, HistoryReply, Op, PresenceReply, PublishReply, Request, ServerMsg},
 };
 
-/// Op names the server knows, to tell `unknown_op` from `bad_request`.
-const KNOWN_OPS: &[&str] =
-    &["connect", "refresh", "subscribe", "unsubscribe", "publish", "presence", "history", "ping"];
-
-pub async fn run<S, E>(node: Arc<Node>, mut ws: S, codec: Codec)
+pub async fn run<S, E>(node: Arc<Node>, chat: Arc<Chat>, mut ws: S, codec: Codec)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
     E: std::error::Error + Send + Sync + 'static,
@@ -31,6 +28,7 @@ where
     let Some(conn) = Box::pin(authenticate(&node, &mut ws, codec)).await else {
         return;
     };
+    Box::pin(chat.on_connect(&conn)).await;
     let g = &node.config.gateway;
     let mut limiter = RateLimiter::new(g.rate_per_sec, g.rate_burst, node.now_ms());
     let close = loop {
@@ -64,7 +62,7 @@ where
                     };
                     if let Some((frame_codec, bytes)) = payload {
                         let reply = if limiter.allow(node.now_ms()) {
-                            Box::pin(handle_frame(&node, &conn, frame_codec, &bytes)).await
+                            Box::pin(handle_frame(&node, &chat, &conn, frame_codec, &bytes)).await
                         } else {
                             error_msg(salvage_id(frame_codec, &bytes), ErrorCode::RateLimited, "too many requests")
                         };
@@ -82,6 +80,7 @@ where
         Box::pin(finish_close(&mut ws, reason, g.close_grace)).await;
     }
     Box::pin(node.unregister(&conn)).await;
+    Box::pin(chat.on_disconnect(&conn)).await;
 }
 
 /// Waits for a valid `connect` as the first frame; closes the socket on anything else.
@@ -129,7 +128,7 @@ where
                     "the first frame must be a valid connect request".to_string(),
                 ),
             };
-            let msg = ServerMsg::Error { id, code: code.as_str().into(), message };
+            let msg = ServerMsg::Error { id, code: code.as_str().into(), message, retry_after_ms: None };
             if ws.send(to_message(codec, codec.encode(&msg))).await.is_ok() {
                 finish_close(ws, reason, grace).await;
             }
@@ -137,8 +136,12 @@ where
         }
     };
     if node.is_banned(&claims.sub) {
-        let msg =
-            ServerMsg::Error { id, code: ErrorCode::Banned.as_str().into(), message: "this user is banned".into() };
+        let msg = ServerMsg::Error {
+            id,
+            code: ErrorCode::Banned.as_str().into(),
+            message: "this user is banned".into(),
+            retry_after_ms: None,
+        };
         if ws.send(to_message(codec, codec.encode(&msg))).await.is_ok() {
             finish_close(ws, CloseReason::Banned, grace).await;
         }
@@ -165,19 +168,32 @@ where
 /// highest offset the reply carried).
 type Handled = (ServerMsg, Option<(String, u64)>);
 
-async fn handle_frame(node: &Arc<Node>, conn: &Arc<Conn>, frame_codec: Codec, bytes: &[u8]) -> Handled {
+async fn handle_frame(node: &Arc<Node>, chat: &Chat, conn: &Arc<Conn>, frame_codec: Codec, bytes: &[u8]) -> Handled {
     let request = match frame_codec.decode::<Request>(bytes) {
         Ok(r) => r,
         Err(e) => return decode_error(frame_codec, bytes, e),
     };
     let id = request.id;
-    match handle_op(node, conn, request.op).await {
+    match handle_op(node, chat, conn, request.op).await {
         Ok((data, activate)) => (ServerMsg::Reply { id, data }, activate),
-        Err(e) => error_msg(Some(id), e.code, &e.message),
+        Err(e) => (
+            ServerMsg::Error {
+                id: Some(id),
+                code: e.code.as_str().into(),
+                message: e.message,
+                retry_after_ms: e.retry_after_ms,
+            },
+            None,
+        ),
     }
 }
 
-async fn handle_op(node: &Arc<Node>, conn: &Arc<Conn>, op: Op) -> Result<(Value, Option<(String, u64)>), HubError> {
+async fn handle_op(
+    node: &Arc<Node>,
+    chat: &Chat,
+    conn: &Arc<Conn>,
+    op: Op,
+) -> Result<(Value, Option<(String, u64)>), HubError> {
     match op {
         Op::Connect { .. } => Err(HubError::new(ErrorCode::BadRequest, "already connected")),
         Op::Refresh { token } => {
@@ -223,6 +239,7 @@ async fn handle_op(node: &Arc<Node>, conn: &Arc<Conn>, op: Op) -> Result<(Value,
             Ok((to_value(&HistoryReply::from(read)), None))
         }
         Op::Ping {} => Ok((Value::Object(Default::default()), None)),
+        chat_op => Ok((chat.handle(conn, chat_op).await?, None)),
     }
 }
 
@@ -232,7 +249,7 @@ fn decode_error(codec: Codec, bytes: &[u8], e: String) -> Handled {
         op: String,
     }
     let id = salvage_id(codec, bytes);
-    let unknown = codec.decode::<OpOnly>(bytes).ok().filter(|o| !KNOWN_OPS.contains(&o.op.as_str()));
+    let unknown = codec.decode::<OpOnly>(bytes).ok().filter(|o| !crate::protocol::OP_NAMES.contains(&o.op.as_str()));
     match unknown {
         Some(o) => error_msg(id, ErrorCode::UnknownOp, &format!("unknown op {:?}", o.op)),
         None => error_msg(id, ErrorCode::BadRequest, &e),
@@ -240,7 +257,7 @@ fn decode_error(codec: Codec, bytes: &[u8], e: String) -> Handled {
 }
 
 fn error_msg(id: Option<u64>, code: ErrorCode, message: &str) -> Handled {
-    (ServerMsg::Error { id, code: code.as_str().into(), message: message.into() }, None)
+    (ServerMsg::Error { id, code: code.as_str().into(), message: message.into(), retry_after_ms: None }, None)
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {

@@ -6,11 +6,15 @@
 //! `hub migrate`). Every method fails with `unavailable` when the database cannot be reached in
 //! `store.acquire_timeout`; callers report that and carry on.
 
+mod chat;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyPoolOptions, AnyPool, Row};
+
+pub use chat::{Appended, ChatStore, ConversationRow, MatchRow, NewMessage, ReceiptKind, Receipts, ReportRow};
 
 use crate::{
     config::StoreConfig,
@@ -68,6 +72,17 @@ impl SqlStore {
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .idle_timeout(Duration::from_secs(300))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a
+                    // process crash loses nothing committed (a power cut may lose the last commits).
+                    if conn.backend_name() == "SQLite" {
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("store.url: cannot open {}: {e}", redact(&config.url)))?;
