@@ -405,13 +405,13 @@ export class HubClient extends Emitter {
       case 'error': {
         const p = this._pending.get(msg.id);
         if (!p) {
-          if (msg.type === 'error') this.emit('error', new HubError(msg.code, msg.message));
+          if (msg.type === 'error') this.emit('error', HubError.fromFrame(msg));
           return;
         }
         this._pending.delete(msg.id);
         clearTimeout(p.timer);
         if (msg.type === 'reply') p.done(null, msg.data);
-        else p.done(new HubError(msg.code, msg.message));
+        else p.done(HubError.fromFrame(msg));
         return;
       }
       case 'push': {

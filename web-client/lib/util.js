@@ -3,7 +3,8 @@
 /**
  * An error from the hub or from the SDK. `code` is stable and machine-readable: the server's
  * codes (`forbidden`, `not_found`, `token_expired`, ...) or the SDK's own (`timeout`,
- * `disconnected`, `not_connected`, `unsupported`, `bad_url`).
+ * `disconnected`, `not_connected`, `unsupported`, `bad_url`). Errors that say when to try again
+ * (`rate_limited`, `swipe_limit`) carry `retryAfterMs`.
  */
 export class HubError extends Error {
   /**
@@ -14,6 +15,18 @@ export class HubError extends Error {
     super(message || code);
     this.name = 'HubError';
     this.code = code;
+    /** @type {number | undefined} how long to wait before trying again (`retry_after_ms`) */
+    this.retryAfterMs = undefined;
+  }
+
+  /**
+   * The error an `error` frame carries.
+   * @param {{code: string, message?: string, retry_after_ms?: number}} frame
+   */
+  static fromFrame(frame) {
+    const err = new HubError(frame.code, frame.message);
+    if (typeof frame.retry_after_ms === 'number') err.retryAfterMs = frame.retry_after_ms;
+    return err;
   }
 }
 
