@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use hub::{auth::now_secs, protocol::Codec};
 use serde_json::{json, Value};
 
 /// A chat device: connected and subscribed to its user channel.
@@ -125,4 +126,310 @@ async fn messages_receipts_and_unread() {
     assert_eq!(page["peer_read"], 2);
     let list = alice.ok(json!({ "op": "chat.conversations" })).await;
     assert_eq!((list["total_unread"].as_i64(), list["conversations"][0]["unread"].as_i64()), (Some(5), Some(5)));
+}
+
+#[tokio::test]
+async fn typing_is_live_and_limited() {
+    let hub = Hub::start(&[]);
+    let mut alice = device(&hub, "alice").await;
+    let mut bob = device(&hub, "bob").await;
+    let id = matched(&hub, "alice", "bob").await;
+    next_event(&mut bob, "match").await;
+    alice.ok(json!({ "op": "chat.typing", "conversation": id })).await;
+    let reply = alice.request(json!({ "op": "chat.typing", "conversation": id, "typing": true })).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    assert!(reply["retry_after_ms"].as_u64().is_some_and(|ms| ms >= 1 && ms <= 1000), "{reply}");
+    // Stopping is never limited.
+    alice.ok(json!({ "op": "chat.typing", "conversation": id, "typing": false })).await;
+    loop {
+        let p = bob.next_push().await;
+        if p["event"] == "typing" {
+            assert!(p.get("offset").is_none(), "typing is not kept in history: {p}");
+            assert_eq!((p["data"]["user"].as_str(), p["data"]["typing"].as_bool()), (Some("alice"), Some(true)));
+            break;
+        }
+    }
+    assert_eq!(next_event(&mut bob, "typing").await["typing"], false);
+    // Not in bob's history: a resume brings back the match, never the typing.
+    let h = bob.ok(json!({ "op": "history", "channel": "user:bob" })).await;
+    assert!(h["publications"].as_array().unwrap().iter().all(|p| p["event"] != "typing"), "{h}");
+}
+
+#[tokio::test]
+async fn status_is_shown_to_matches_only() {
+    let hub = Hub::start(&[]);
+    let mut alice = device(&hub, "alice").await;
+    let id = matched(&hub, "alice", "bob").await;
+    next_event(&mut alice, "match").await;
+    let list = alice.ok(json!({ "op": "chat.conversations" })).await;
+    assert_eq!(list["conversations"][0]["presence"]["status"], "offline");
+    assert!(list["conversations"][0]["presence"]["last_seen"].is_null());
+
+    let mut bob = device(&hub, "bob").await;
+    let p = next_event(&mut alice, "presence").await;
+    assert_eq!((p["user"].as_str(), p["status"].as_str()), (Some("bob"), Some("online")));
+    // A second device changes nothing; away only when every device is away.
+    let mut bob2 = device(&hub, "bob").await;
+    assert_eq!(bob.ok(json!({ "op": "chat.status", "status": "away" })).await["status"], "online");
+    assert_eq!(bob2.ok(json!({ "op": "chat.status", "status": "away" })).await["status"], "away");
+    assert_eq!(next_event(&mut alice, "presence").await["status"], "away");
+    assert_eq!(bob.err(json!({ "op": "chat.status", "status": "busy" })).await, "bad_request");
+    drop(bob);
+    drop(bob2);
+    let p = next_event(&mut alice, "presence").await;
+    assert_eq!(p["status"], "offline");
+    let list = alice.ok(json!({ "op": "chat.conversations" })).await;
+    let seen = list["conversations"][0]["presence"]["last_seen"].as_i64().expect("last seen after a visit");
+    assert!(seen > 0);
+
+    // carol is no match of alice: her status is not shown, even when asked for.
+    let _carol = device(&hub, "carol").await;
+    let reply = alice.ok(json!({ "op": "chat.presence", "users": ["bob", "carol"] })).await;
+    let users: Vec<&str> = reply["presence"].as_array().unwrap().iter().map(|p| p["user"].as_str().unwrap()).collect();
+    assert_eq!(users, vec!["bob"]);
+    // After an unmatch, not even bob's.
+    alice.ok(json!({ "op": "chat.unmatch", "conversation": id })).await;
+    let reply = alice.ok(json!({ "op": "chat.presence", "users": ["bob"] })).await;
+    assert_eq!(reply["presence"], json!([]));
+}
+
+#[tokio::test]
+async fn unmatch_closes_for_both_and_the_api_can_reopen() {
+    let hub = Hub::start(&[]);
+    let mut alice = device(&hub, "alice").await;
+    let mut bob = device(&hub, "bob").await;
+    let id = matched(&hub, "alice", "bob").await;
+    alice.ok(send(id, "a1", "hello")).await;
+    let closed = bob.ok(json!({ "op": "chat.unmatch", "conversation": id })).await;
+    assert_eq!(closed["conversation"]["state"], "closed");
+    assert!(closed["conversation"].get("presence").is_none());
+    for c in [&mut alice, &mut bob] {
+        let e = next_event(c, "closed").await;
+        assert_eq!((e["conversation"].as_i64(), e["state"].as_str()), (Some(id), Some("closed")));
+    }
+    assert_eq!(alice.err(send(id, "a2", "still there?")).await, "conversation_closed");
+    assert_eq!(alice.err(json!({ "op": "chat.typing", "conversation": id })).await, "conversation_closed");
+    // A retried send of a message stored before the unmatch still gets its ack.
+    assert_eq!(alice.ok(send(id, "a1", "hello")).await["seq"], 1);
+    // Mutual likes do not reopen it; the server API does.
+    alice.ok(json!({ "op": "chat.swipe", "user": "bob", "kind": "like" })).await;
+    let again = bob.ok(json!({ "op": "chat.swipe", "user": "alice", "kind": "like" })).await;
+    assert_eq!(again["matched"], false);
+    let (status, body) = hub.api_post("/matches", json!({ "users": ["bob", "alice"] })).await;
+    assert_eq!((status, body["id"].as_i64(), body["state"].as_str()), (201, Some(id), Some("active")));
+    next_event(&mut alice, "match").await;
+    assert_eq!(alice.ok(send(id, "a3", "again")).await["seq"], 2);
+    // The API closes it too.
+    let resp = reqwest::Client::new()
+        .delete(hub.http(&format!("/api/v1/matches/{id}")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    next_event(&mut bob, "closed").await;
+    assert_eq!(bob.err(send(id, "b1", "hm")).await, "conversation_closed");
+    let (status, body) = hub.api_get(&format!("/matches/{id}/messages")).await;
+    assert_eq!((status, body["messages"].as_array().map(|m| m.len())), (200, Some(2)));
+}
+
+#[tokio::test]
+async fn block_stops_everything_both_ways_and_reports_are_kept() {
+    let hub = Hub::start(&[]);
+    let mut alice = device(&hub, "alice").await;
+    let mut bob = device(&hub, "bob").await;
+    let id = matched(&hub, "alice", "bob").await;
+    bob.ok(send(id, "b1", "hey")).await;
+    alice.ok(json!({ "op": "chat.block", "user": "bob" })).await;
+    next_event(&mut alice, "closed").await;
+    next_event(&mut bob, "closed").await;
+    assert_eq!(bob.err(send(id, "b2", "why?")).await, "blocked");
+    assert_eq!(alice.err(send(id, "a1", "bye")).await, "blocked");
+    assert_eq!(bob.err(json!({ "op": "chat.swipe", "user": "alice", "kind": "like" })).await, "blocked");
+    assert_eq!(alice.err(json!({ "op": "chat.swipe", "user": "bob", "kind": "like" })).await, "blocked");
+    let (status, body) = hub.api_post("/matches", json!({ "users": ["alice", "bob"] })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("blocked")));
+    assert_eq!(alice.err(json!({ "op": "chat.block", "user": "alice" })).await, "bad_request");
+
+    let report =
+        json!({ "op": "chat.report", "user": "bob", "reason": "spam", "conversation": id, "details": "links" });
+    let r = alice.ok(report).await;
+    assert!(r["report"].as_i64().is_some());
+    assert_eq!(alice.err(json!({ "op": "chat.report", "user": "bob", "reason": "" })).await, "bad_request");
+    let long = "x".repeat(2001);
+    assert_eq!(
+        alice.err(json!({ "op": "chat.report", "user": "bob", "reason": "spam", "details": long })).await,
+        "bad_request"
+    );
+    let (status, body) = hub.api_get("/reports").await;
+    assert_eq!(status, 200);
+    let reports = body["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!((reports[0]["reporter"].as_str(), reports[0]["reported"].as_str()), (Some("alice"), Some("bob")));
+    assert_eq!(reports[0]["conversation"].as_i64(), Some(id));
+    // The history stays readable for moderators; nothing after the block was stored.
+    let (_, body) = hub.api_get(&format!("/matches/{id}/messages")).await;
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_codes_stores_nothing_and_the_socket_lives() {
+    let hub = Hub::start(&["chat.send_rate=5.0"]);
+    let mut alice = device(&hub, "alice").await;
+    let id = matched(&hub, "alice", "bob").await;
+    let others = matched(&hub, "carol", "dave").await;
+    assert_eq!(alice.err(send(others, "x1", "hi")).await, "not_matched");
+    assert_eq!(alice.err(json!({ "op": "chat.history", "conversation": others })).await, "not_matched");
+    assert_eq!(alice.err(json!({ "op": "chat.read", "conversation": others, "seq": 1 })).await, "not_matched");
+    assert_eq!(alice.err(send(424242, "x2", "hi")).await, "not_found");
+    assert_eq!(alice.err(send(id, "x3", "")).await, "bad_request");
+    assert_eq!(alice.err(send(id, "x4", "   ")).await, "bad_request");
+    assert_eq!(alice.err(send(id, "x5", &"a".repeat(4001))).await, "bad_request");
+    assert_eq!(alice.err(send(id, "", "hi")).await, "bad_request");
+    assert_eq!(alice.err(send(id, &"c".repeat(65), "hi")).await, "bad_request");
+    let bad_attachment = json!({ "op": "chat.send", "conversation": id, "client_id": "x6", "text": "hi",
+        "attachment": { "url": "javascript:alert(1)", "type": "image/png" } });
+    assert_eq!(alice.err(bad_attachment).await, "bad_request");
+    assert_eq!(
+        alice.err(json!({ "op": "chat.send", "conversation": "one", "client_id": "x7", "text": "hi" })).await,
+        "bad_request"
+    );
+    assert_eq!(alice.err(json!({ "op": "chat.send", "client_id": "x8", "text": "hi" })).await, "bad_request");
+    assert_eq!(alice.err(json!({ "op": "chat.read", "conversation": id, "seq": 0 })).await, "bad_request");
+    assert_eq!(alice.err(json!({ "op": "chat.history", "conversation": id, "limit": 0 })).await, "bad_request");
+    assert_eq!(alice.err(json!({ "op": "chat.history", "conversation": id, "limit": 101 })).await, "bad_request");
+    assert_eq!(alice.err(json!({ "op": "chat.nope" })).await, "unknown_op");
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+    assert_eq!(alice.err(json!({ "op": "chat.presence", "users": many })).await, "bad_request");
+    // A flood: the burst (twice the rate) goes through, then `rate_limited` with a wait.
+    let mut limited = None;
+    for i in 0..20 {
+        let reply = alice.request(send(id, &format!("f{i}"), "flood")).await;
+        if reply["type"] == "error" {
+            limited = Some(reply);
+            break;
+        }
+    }
+    let limited = limited.expect("the flood was never limited");
+    assert_eq!(limited["code"], "rate_limited");
+    assert!(limited["retry_after_ms"].as_u64().is_some_and(|ms| ms >= 1), "{limited}");
+    // The socket lives, and only the accepted flood messages were stored.
+    alice.ok(json!({ "op": "ping" })).await;
+    let page = alice.ok(json!({ "op": "chat.history", "conversation": id })).await;
+    let texts: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert!(!texts.is_empty() && texts.iter().all(|t| *t == "flood"), "{texts:?}");
+    let (_, other) = hub.api_get(&format!("/matches/{others}/messages")).await;
+    assert_eq!(other["messages"], json!([]));
+}
+
+#[tokio::test]
+async fn swipe_limit_says_when_to_come_back() {
+    let hub = Hub::start(&["chat.swipe_limit=3", "chat.super_like_limit=1"]);
+    let mut alice = device(&hub, "alice").await;
+    let r = alice.ok(json!({ "op": "chat.swipe", "user": "u1", "kind": "super_like" })).await;
+    assert_eq!(r["remaining"], 2);
+    let reply = alice.request(json!({ "op": "chat.swipe", "user": "u2", "kind": "super_like" })).await;
+    assert_eq!(reply["code"], "swipe_limit", "{reply}");
+    alice.ok(json!({ "op": "chat.swipe", "user": "u2", "kind": "like" })).await;
+    assert_eq!(alice.ok(json!({ "op": "chat.swipe", "user": "u3", "kind": "pass" })).await["remaining"], 0);
+    let reply = alice.request(json!({ "op": "chat.swipe", "user": "u4", "kind": "like" })).await;
+    assert_eq!(reply["code"], "swipe_limit", "{reply}");
+    let wait = reply["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(wait > 0 && wait <= 12 * 3600 * 1000, "{reply}");
+    // Through the server API too, with the wait in the body.
+    let (status, body) = hub.api_post("/swipes", json!({ "from": "alice", "to": "u5", "kind": "like" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("swipe_limit")));
+    assert!(body["error"]["retry_after_ms"].as_u64().is_some());
+    alice.ok(json!({ "op": "ping" })).await;
+}
+
+#[tokio::test]
+async fn offline_users_raise_events_for_notifications() {
+    let hub = Hub::start(&[]);
+    let mut service =
+        Client::connect_token(&hub, &token_with("notifier", Some("service"), &[], now_secs() + 3600), Codec::Json)
+            .await;
+    service.ok(json!({ "op": "subscribe", "channel": "hooks:chat" })).await;
+    let mut alice = device(&hub, "alice").await;
+    let _bob = device(&hub, "bob").await;
+    // carol is offline when the match is made: one new_match, for her.
+    let with_carol = matched(&hub, "alice", "carol").await;
+    let e = service.next_of("push", "hooks:chat").await;
+    assert_eq!(
+        (e["event"].as_str(), e["data"]["to"].as_str(), e["data"]["peer"].as_str()),
+        (Some("new_match"), Some("carol"), Some("alice"))
+    );
+    let with_bob = matched(&hub, "alice", "bob").await;
+    // bob is online: his message raises nothing; carol's does, and it is the next event.
+    alice.ok(send(with_bob, "m1", "hi bob")).await;
+    alice.ok(send(with_carol, "m2", "hi carol, this is a message long enough to be cut in its preview for the notification that goes out to her phone")).await;
+    let e = service.next_of("push", "hooks:chat").await;
+    assert_eq!(e["event"], "new_message", "{e}");
+    let d = &e["data"];
+    assert_eq!(
+        (d["to"].as_str(), d["from"].as_str(), d["conversation"].as_i64()),
+        (Some("carol"), Some("alice"), Some(with_carol))
+    );
+    assert_eq!(d["preview"].as_str().unwrap().chars().count(), 100);
+    assert_eq!(d["id"], format!("{with_carol}:1"));
+    // Users cannot read the hooks channel.
+    assert_eq!(alice.err(json!({ "op": "subscribe", "channel": "hooks:chat" })).await, "forbidden");
+}
+
+#[tokio::test]
+async fn a_reconnecting_device_gets_every_message_once() {
+    let hub = Hub::start(&["chat.send_rate=1000.0"]);
+    let mut alice = device(&hub, "alice").await;
+    let id = matched(&hub, "alice", "bob").await;
+    const N: i64 = 60;
+    // alice sends all the time; bob drops and comes back three times meanwhile.
+    let sender = tokio::spawn(async move {
+        for i in 1..=N {
+            alice.ok(send(id, &format!("m{i}"), &format!("message {i}"))).await;
+        }
+        alice
+    });
+    let mut held: std::collections::BTreeMap<i64, String> = Default::default();
+    for round in 0..4 {
+        let mut bob = device(&hub, "bob").await;
+        // Sync: list, then page after the highest seq held.
+        let list = bob.ok(json!({ "op": "chat.conversations" })).await;
+        let last = list["conversations"][0]["last_seq"].as_i64().unwrap_or(0);
+        let mut after = held.keys().last().copied().unwrap_or(0);
+        while after < last {
+            let page = bob.ok(json!({ "op": "chat.history", "conversation": id, "after": after })).await;
+            for m in page["messages"].as_array().unwrap() {
+                let seq = m["seq"].as_i64().unwrap();
+                held.insert(seq, m["text"].as_str().unwrap().to_string());
+                after = seq;
+            }
+        }
+        // Then live until a few more arrive (the last round: until the end).
+        let target = if round == 3 { N } else { (after + 5).min(N) };
+        while held.keys().last().copied().unwrap_or(0) < target {
+            let m = next_event(&mut bob, "message").await;
+            let seq = m["seq"].as_i64().unwrap();
+            // A copy seen both live and in a page is the same message: kept once by seq.
+            held.insert(seq, m["text"].as_str().unwrap().to_string());
+        }
+    }
+    sender.await.unwrap();
+    let expected: Vec<i64> = (1..=N).collect();
+    assert_eq!(held.keys().copied().collect::<Vec<_>>(), expected, "a message was lost");
+    for (seq, text) in &held {
+        assert_eq!(text, &format!("message {seq}"));
+    }
+    let (_, body) = hub.api_get(&format!("/matches/{id}/messages?limit=100")).await;
+    assert_eq!(body["messages"].as_array().unwrap().len() as i64, N, "stored exactly once each");
+}
+
+#[tokio::test]
+async fn msgpack_clients_chat_too() {
+    let hub = Hub::start(&[]);
+    let mut alice = Client::connect_token(&hub, &token("alice"), Codec::MsgPack).await;
+    alice.ok(json!({ "op": "subscribe", "channel": "user:alice" })).await;
+    let id = matched(&hub, "alice", "bob").await;
+    let ack = alice.ok(send(id, "p1", "binary hello")).await;
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(next_event(&mut alice, "message").await["text"], "binary hello");
 }
