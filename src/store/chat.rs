@@ -6,13 +6,15 @@
 //! - `append` gives each stored message the next `seq` of its conversation inside the same
 //!   transaction that bumps `last_seq` under the match row's lock, so seqs are 1, 2, 3… with no
 //!   gap and commit in seq order; a second append with the same (conversation, sender,
-//!   client_id) stores nothing and returns the first message.
+//!   client_id) stores nothing and returns the first message. Appends are batched (one
+//!   transaction for what queued up meanwhile); the call returns once its batch is committed.
 //! - `mark` only moves a receipt forward.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use sqlx::{any::AnyRow, Row};
+use sqlx::{any::AnyRow, AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{unavailable, SqlStore};
 use crate::{
@@ -189,20 +191,146 @@ fn message_row(r: &AnyRow) -> Result<Message, sqlx::Error> {
     })
 }
 
-impl SqlStore {
-    async fn message_by_client_id(&self, m: &NewMessage) -> Result<Option<Message>, HubError> {
-        let row = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE match_id = $1 AND sender = $2 AND client_id = $3"
-        ))
-        .bind(m.conversation)
-        .bind(&m.from)
-        .bind(&m.client_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(message_row).transpose().map_err(unavailable)
+/// Appends go through writer tasks that commit whatever has queued up in one transaction: at a
+/// few thousand messages a second that is one commit per batch instead of one per message, and
+/// no lock contention between the store's connections (SQLite allows one writer at a time).
+/// A conversation always goes to the same writer, so its appends are committed in arrival order.
+pub(super) struct Appenders {
+    writers: Vec<mpsc::Sender<AppendJob>>,
+}
+
+type AppendJob = (NewMessage, oneshot::Sender<Result<Appended, HubError>>);
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+impl Appenders {
+    pub(super) fn start(pool: AnyPool, sqlite: bool, writers: usize) -> Appenders {
+        let writers = (0..writers)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+                tokio::spawn(run_appender(pool.clone(), sqlite, rx));
+                tx
+            })
+            .collect();
+        Appenders { writers }
     }
 
+    async fn append(&self, m: NewMessage) -> Result<Appended, HubError> {
+        let writer = &self.writers[m.conversation.unsigned_abs() as usize % self.writers.len()];
+        let (done, result) = oneshot::channel();
+        let gone = || HubError::new(crate::errors::ErrorCode::Unavailable, "store writer stopped");
+        writer.send((m, done)).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
+}
+
+async fn run_appender(pool: AnyPool, sqlite: bool, mut jobs: mpsc::Receiver<AppendJob>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match append_batch(&pool, sqlite, &batch).await {
+            Ok(outcomes) => {
+                for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn append_batch(pool: &AnyPool, sqlite: bool, batch: &[AppendJob]) -> Result<Vec<Appended>, HubError> {
+    // IMMEDIATE takes SQLite's write lock up front (waiting for it), instead of failing when a
+    // read turns into a write while another connection writes.
+    let mut tx =
+        if sqlite { pool.begin_with("BEGIN IMMEDIATE").await } else { pool.begin().await }.map_err(unavailable)?;
+    // Rows are locked in ascending conversation order on every node, so two nodes' batches
+    // cannot deadlock; the sort is stable, so each conversation keeps its arrival order.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| batch[i].0.conversation);
+    let mut outcomes = vec![Appended::Closed; batch.len()];
+    for i in order {
+        outcomes[i] = append_one(&mut tx, &batch[i].0).await?;
+    }
+    tx.commit().await.map_err(unavailable)?;
+    Ok(outcomes)
+}
+
+async fn append_one(tx: &mut sqlx::Transaction<'static, sqlx::Any>, m: &NewMessage) -> Result<Appended, HubError> {
+    if let Some(first) = message_by_client_id(&mut **tx, m).await? {
+        return Ok(Appended::Duplicate(first));
+    }
+    // Bumping last_seq locks the match row (PostgreSQL) until commit: appends to one
+    // conversation are serialized, so seq order is commit order.
+    let seq: Option<i64> = sqlx::query_scalar(
+        "UPDATE chat_matches SET last_seq = last_seq + 1, last_at = $2 WHERE id = $1 AND state = 'active'
+         RETURNING last_seq",
+    )
+    .bind(m.conversation)
+    .bind(m.ts)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    let Some(seq) = seq else {
+        return Ok(Appended::Closed);
+    };
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO chat_messages (match_id, seq, sender, client_id, body, attachment_url, attachment_type, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (match_id, sender, client_id) DO NOTHING RETURNING seq",
+    )
+    .bind(m.conversation)
+    .bind(seq)
+    .bind(&m.from)
+    .bind(&m.client_id)
+    .bind(&m.text)
+    .bind(m.attachment.as_ref().map(|a| a.url.clone()))
+    .bind(m.attachment.as_ref().map(|a| a.kind.clone()))
+    .bind(m.ts)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    if inserted.is_none() {
+        // The same send, retried on another node, committed first. We still hold the row lock,
+        // so nobody took a seq after ours: give it back.
+        sqlx::query("UPDATE chat_matches SET last_seq = last_seq - 1 WHERE id = $1")
+            .bind(m.conversation)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        let first = message_by_client_id(&mut **tx, m).await?;
+        return first.map(Appended::Duplicate).ok_or_else(|| unavailable(sqlx::Error::RowNotFound));
+    }
+    Ok(Appended::Stored(Message {
+        id: format!("{}:{seq}", m.conversation),
+        conversation: m.conversation,
+        seq,
+        from: m.from.clone(),
+        client_id: m.client_id.clone(),
+        text: m.text.clone(),
+        attachment: m.attachment.clone(),
+        ts: m.ts,
+    }))
+}
+
+async fn message_by_client_id(conn: &mut sqlx::AnyConnection, m: &NewMessage) -> Result<Option<Message>, HubError> {
+    let row = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE match_id = $1 AND sender = $2 AND client_id = $3"
+    ))
+    .bind(m.conversation)
+    .bind(&m.from)
+    .bind(&m.client_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(unavailable)?;
+    row.as_ref().map(message_row).transpose().map_err(unavailable)
+}
+
+impl SqlStore {
     async fn match_of_pair(&self, a: &str, b: &str) -> Result<Option<MatchRow>, HubError> {
         let (lo, hi) = pair(a, b);
         let row = sqlx::query(&format!("SELECT {MATCH_COLUMNS} FROM chat_matches WHERE user_a = $1 AND user_b = $2"))
@@ -403,59 +531,7 @@ impl ChatStore for SqlStore {
     }
 
     async fn append(&self, m: &NewMessage) -> Result<Appended, HubError> {
-        if let Some(first) = self.message_by_client_id(m).await? {
-            return Ok(Appended::Duplicate(first));
-        }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Writing first takes the write lock at once (SQLite) and the row lock (PostgreSQL):
-        // appends to one conversation are serialized here, so seq order is commit order.
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE chat_matches SET last_seq = last_seq + 1, last_at = $2 WHERE id = $1 AND state = 'active'
-             RETURNING last_seq",
-        )
-        .bind(m.conversation)
-        .bind(m.ts)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let Some(seq) = seq else {
-            return Ok(Appended::Closed);
-        };
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO chat_messages (match_id, seq, sender, client_id, body, attachment_url, attachment_type, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (match_id, sender, client_id) DO NOTHING RETURNING seq",
-        )
-        .bind(m.conversation)
-        .bind(seq)
-        .bind(&m.from)
-        .bind(&m.client_id)
-        .bind(&m.text)
-        .bind(m.attachment.as_ref().map(|a| a.url.clone()))
-        .bind(m.attachment.as_ref().map(|a| a.kind.clone()))
-        .bind(m.ts)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        if inserted.is_none() {
-            // A concurrent retry of the same send won: undo our seq and return its message.
-            drop(tx);
-            return match self.message_by_client_id(m).await? {
-                Some(first) => Ok(Appended::Duplicate(first)),
-                None => Err(unavailable(sqlx::Error::RowNotFound)),
-            };
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Appended::Stored(Message {
-            id: format!("{}:{seq}", m.conversation),
-            conversation: m.conversation,
-            seq,
-            from: m.from.clone(),
-            client_id: m.client_id.clone(),
-            text: m.text.clone(),
-            attachment: m.attachment.clone(),
-            ts: m.ts,
-        }))
+        self.appenders.append(m.clone()).await
     }
 
     async fn messages(

@@ -50,6 +50,8 @@ pub trait Store: Send + Sync {
 
 pub struct SqlStore {
     pool: AnyPool,
+    /// Writers that batch chat appends (see `chat::Appenders`).
+    appenders: chat::Appenders,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -87,7 +89,12 @@ impl SqlStore {
             .await
             .map_err(|e| anyhow::anyhow!("store.url: cannot open {}: {e}", redact(&config.url)))?;
         MIGRATOR.run(&pool).await.map_err(|e| anyhow::anyhow!("store migrations failed: {e}"))?;
-        Ok(SqlStore { pool })
+        let sqlite = url.starts_with("sqlite");
+        // SQLite has one writer at a time: one appender batches every conversation. PostgreSQL
+        // locks per row: appenders side by side, each conversation always on the same one.
+        let writers = if sqlite { 1 } else { (config.max_connections as usize / 2).max(1) };
+        let appenders = chat::Appenders::start(pool.clone(), sqlite, writers);
+        Ok(SqlStore { pool, appenders })
     }
 }
 
