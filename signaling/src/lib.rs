@@ -1,0 +1,1 @@
+//! Meetings without I/O: room and participant state machines and the signaling messages.
