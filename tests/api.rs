@@ -151,7 +151,19 @@ async fn health_metrics_openapi_and_pages() {
     assert!(text.contains("hub_connections_open 1"), "{text}");
     let spec: serde_json::Value = get("/api/v1/openapi.json").await.unwrap().json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap_or_default().starts_with("3."));
-    for path in ["/publish", "/broadcast", "/users/{user}/disconnect", "/channels", "/stats"] {
+    for path in [
+        "/publish",
+        "/broadcast",
+        "/users/{user}/disconnect",
+        "/channels",
+        "/stats",
+        "/swipes",
+        "/matches",
+        "/matches/{id}",
+        "/matches/{id}/messages",
+        "/users/{user}/conversations",
+        "/reports",
+    ] {
         assert!(spec["paths"].get(format!("/api/v1{path}")).is_some(), "openapi lacks {path}");
     }
     let page = get("/").await.unwrap();
