@@ -60,6 +60,10 @@ impl Conn {
         ClientInfo { user: self.user.to_string(), client: self.client.to_string() }
     }
 
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.subs.lock().iter().any(|c| **c == *channel)
+    }
+
     pub fn push(&self, msg: &ServerMsg) -> bool {
         self.outbox.push(self.codec.encode(msg))
     }

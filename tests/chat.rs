@@ -165,6 +165,11 @@ async fn status_is_shown_to_matches_only() {
     assert_eq!(list["conversations"][0]["presence"]["status"], "offline");
     assert!(list["conversations"][0]["presence"]["last_seen"].is_null());
 
+    // A socket that does not receive bob's chat (not subscribed to user:bob) is no chat device.
+    let mut bob_tab = Client::connect(&hub, "bob").await;
+    assert_eq!(bob_tab.err(json!({ "op": "chat.status", "status": "away" })).await, "not_subscribed");
+    let reply = alice.ok(json!({ "op": "chat.presence", "users": ["bob"] })).await;
+    assert_eq!(reply["presence"][0]["status"], "offline");
     let mut bob = device(&hub, "bob").await;
     let p = next_event(&mut alice, "presence").await;
     assert_eq!((p["user"].as_str(), p["status"].as_str()), (Some("bob"), Some("online")));
@@ -175,9 +180,11 @@ async fn status_is_shown_to_matches_only() {
     assert_eq!(next_event(&mut alice, "presence").await["status"], "away");
     assert_eq!(bob.err(json!({ "op": "chat.status", "status": "busy" })).await, "bad_request");
     drop(bob);
-    drop(bob2);
+    // Unsubscribing from the user channel ends a device too.
+    bob2.ok(json!({ "op": "unsubscribe", "channel": "user:bob" })).await;
     let p = next_event(&mut alice, "presence").await;
     assert_eq!(p["status"], "offline");
+    bob_tab.ok(json!({ "op": "ping" })).await;
     let list = alice.ok(json!({ "op": "chat.conversations" })).await;
     let seen = list["conversations"][0]["presence"]["last_seen"].as_i64().expect("last seen after a visit");
     assert!(seen > 0);

@@ -45,6 +45,12 @@ const MAX_PRESENCE_QUERY: usize = 100;
 /// Pairs of a conversation's users kept in memory (they never change once made).
 const MEMBER_CACHE: usize = 100_000;
 
+/// A user's own channel: where every chat event for them is published, and what makes a socket a
+/// chat device (its subscription is what `online` means).
+pub fn user_channel(user: &str) -> String {
+    format!("user:{user}")
+}
+
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -376,7 +382,7 @@ impl Chat {
         }
         self.typing.insert(key, now);
         let data = to_value(&TypingEvent { conversation: id, user: me.to_string(), typing })?;
-        self.node.publish_live(&format!("user:{peer}"), event::TYPING, data).await
+        self.node.publish_live(&user_channel(&peer), event::TYPING, data).await
     }
 
     async fn presence_of(&self, me: &str, users: Vec<String>) -> Result<Vec<UserPresence>, HubError> {
@@ -384,8 +390,8 @@ impl Chat {
             return Err(bad(format!("at most {MAX_PRESENCE_QUERY} users")));
         }
         let peers = self.store.active_peers(me).await?;
-        let mut wanted: Vec<String> = users.into_iter().filter(|u| peers.contains(u)).collect();
-        wanted.dedup();
+        let mut seen = std::collections::HashSet::new();
+        let wanted: Vec<String> = users.into_iter().filter(|u| peers.contains(u) && seen.insert(u.clone())).collect();
         let mut statuses = self.statuses(&wanted).await?;
         Ok(wanted.iter().filter_map(|u| statuses.remove(u)).collect())
     }
@@ -467,7 +473,7 @@ impl Chat {
     /// Publishes a chat event on `user:{user}` (history kept, so a resume brings it back). A
     /// failure is logged: the state is in the store, and the next sync shows it.
     async fn publish(&self, user: &str, event: &str, data: Value) {
-        let channel = format!("user:{user}");
+        let channel = user_channel(user);
         if let Err(e) = self.node.publish(&channel, Some(event.to_string()), data, None).await {
             tracing::warn!(channel, event, error = %e, "chat event not published");
         }

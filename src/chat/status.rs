@@ -1,8 +1,10 @@
 //! Online / away / offline for chat users, cluster-wide, shown only to their matches.
 //!
-//! Kept in the `Presence` backend (memory on one node, Redis with TTL in a cluster) under two
-//! keys per user that no client can subscribe to: `chat-online:{user}` holds the user's sockets
-//! that are connected and not away, `chat-away:{user}` those that said away. A user is online
+//! A chat device is a socket subscribed to its user's channel `user:{id}` (other sockets of the
+//! user, say a back-office tab, neither count nor pay for this). Kept in the `Presence` backend
+//! (memory on one node, Redis with TTL in a cluster) under two keys per user that no client can
+//! subscribe to: `chat-online:{user}` holds the user's devices that are not away,
+//! `chat-away:{user}` those that said away. A user is online
 //! while the first has anyone, away while only the second has, offline otherwise. The time a user
 //! was last connected is written to the store when their last socket closes.
 
@@ -52,7 +54,7 @@ impl Chat {
             .collect())
     }
 
-    /// A socket of `conn.user` is now connected.
+    /// A socket of `conn.user` subscribed to its user channel.
     pub async fn on_connect(&self, conn: &Conn) {
         let result = async {
             let before = self.status_kind(&conn.user).await?;
@@ -68,7 +70,7 @@ impl Chat {
         }
     }
 
-    /// A socket of `conn.user` closed.
+    /// A chat device of `conn.user` closed or unsubscribed from its user channel.
     pub async fn on_disconnect(&self, conn: &Conn) {
         let result = async {
             let before = self.status_kind(&conn.user).await?;
@@ -94,6 +96,12 @@ impl Chat {
 
     /// `chat.status`: this socket is away, or back.
     pub(super) async fn set_status(&self, conn: &Conn, status: Status) -> Result<Status, HubError> {
+        if !conn.is_subscribed(&super::user_channel(&conn.user)) {
+            return Err(HubError::new(
+                crate::errors::ErrorCode::NotSubscribed,
+                "status is a chat device's: subscribe to your user channel first",
+            ));
+        }
         let info: ClientInfo = conn.info();
         let before = self.status_kind(&conn.user).await?;
         let presence = &self.node.presence;
@@ -131,7 +139,7 @@ impl Chat {
         let data = serde_json::to_value(UserPresence { user: user.to_string(), status, last_seen })
             .expect("presence serializes");
         for peer in peers {
-            self.node.publish_live(&format!("user:{peer}"), super::protocol::event::PRESENCE, data.clone()).await?;
+            self.node.publish_live(&super::user_channel(&peer), super::protocol::event::PRESENCE, data.clone()).await?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::ratelimit::RateLimiter;
 use crate::{
     auth::AuthError,
-    chat::Chat,
+    chat::{self, Chat},
     errors::{CloseReason, ErrorCode, HubError},
     node::{Conn, Node},
     outbox::Batch,
@@ -28,7 +28,6 @@ where
     let Some(conn) = Box::pin(authenticate(&node, &mut ws, codec)).await else {
         return;
     };
-    Box::pin(chat.on_connect(&conn)).await;
     let g = &node.config.gateway;
     let mut limiter = RateLimiter::new(g.rate_per_sec, g.rate_burst, node.now_ms());
     let close = loop {
@@ -79,8 +78,11 @@ where
         node.count_close(reason);
         Box::pin(finish_close(&mut ws, reason, g.close_grace)).await;
     }
+    let chat_device = conn.is_subscribed(&chat::user_channel(&conn.user));
     Box::pin(node.unregister(&conn)).await;
-    Box::pin(chat.on_disconnect(&conn)).await;
+    if chat_device {
+        Box::pin(chat.on_disconnect(&conn)).await;
+    }
 }
 
 /// Waits for a valid `connect` as the first frame; closes the socket on anything else.
@@ -218,10 +220,16 @@ async fn handle_op(
                 _ => reply.position.as_ref().map(|p| p.offset),
             }
             .unwrap_or(0);
+            if channel == chat::user_channel(&conn.user) {
+                chat.on_connect(conn).await;
+            }
             Ok((to_value(&reply), Some((channel, delivered))))
         }
         Op::Unsubscribe { channel } => {
             node.unsubscribe(conn, &channel).await?;
+            if channel == chat::user_channel(&conn.user) {
+                chat.on_disconnect(conn).await;
+            }
             Ok((Value::Object(Default::default()), None))
         }
         Op::Publish { channel, event, data } => {
