@@ -50,9 +50,15 @@ async fn mutual_like_makes_one_match_and_both_hear_it() {
     let id = second["conversation"]["id"].as_i64().unwrap();
     assert_eq!(second["conversation"]["peer"], "alice");
     assert_eq!(second["conversation"]["presence"]["status"], "online");
-    // alice hears of the super like and of the match; bob of the match.
+    // Super-liking again tells alice nothing new and uses no swipe.
+    let third = bob.ok(json!({ "op": "chat.swipe", "user": "alice", "kind": "super_like" })).await;
+    assert_eq!(third["remaining"], 198);
+    // alice hears of the super like (once) and of the match; bob of the match.
     assert_eq!(next_event(&mut alice, "super_like").await["from"], "bob");
     let m = next_event(&mut alice, "match").await;
+    let h = alice.ok(json!({ "op": "history", "channel": "user:alice" })).await;
+    let super_likes = h["publications"].as_array().unwrap().iter().filter(|p| p["event"] == "super_like").count();
+    assert_eq!(super_likes, 1, "{h}");
     assert_eq!((m["conversation"]["id"].as_i64(), m["conversation"]["peer"].as_str()), (Some(id), Some("bob")));
     assert_eq!(next_event(&mut bob, "match").await["conversation"]["peer"], "alice");
     // Liking again makes no second match.

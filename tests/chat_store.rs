@@ -31,10 +31,12 @@ fn message(conversation: i64, from: &str, client_id: &str, text: &str) -> NewMes
 
 async fn conformance(store: Arc<dyn ChatStore>) {
     // Swipes: one-sided likes match nothing; a pass never matches.
-    assert!(!store.swipe("ann", "bob", SwipeKind::Like, 10).await.unwrap());
-    assert!(!store.swipe("cat", "ann", SwipeKind::Pass, 11).await.unwrap());
-    assert!(!store.swipe("ann", "cat", SwipeKind::Like, 12).await.unwrap());
-    assert!(store.swipe("bob", "ann", SwipeKind::SuperLike, 13).await.unwrap());
+    assert_eq!(store.swipe("ann", "bob", SwipeKind::Like, 10).await.unwrap(), (false, None));
+    assert_eq!(store.swipe("cat", "ann", SwipeKind::Pass, 11).await.unwrap(), (false, None));
+    assert_eq!(store.swipe("ann", "cat", SwipeKind::Like, 12).await.unwrap(), (false, None));
+    assert_eq!(store.swipe("bob", "ann", SwipeKind::SuperLike, 13).await.unwrap(), (true, None));
+    // A second swipe on the same user replaces the first and says what it was.
+    assert_eq!(store.swipe("bob", "ann", SwipeKind::SuperLike, 13).await.unwrap(), (true, Some(SwipeKind::SuperLike)));
     assert_eq!(store.swipes_since("ann", 0, false).await.unwrap(), (2, Some(10)));
     assert_eq!(store.swipes_since("ann", 10, false).await.unwrap(), (1, Some(12)));
     assert_eq!(store.swipes_since("bob", 0, true).await.unwrap(), (1, Some(13)));
@@ -132,7 +134,7 @@ async fn simultaneous_mutual_likes(node1: Arc<dyn ChatStore>, node2: Arc<dyn Cha
         for (store, from, to) in [(node1.clone(), "l", "r"), (node2.clone(), "r", "l")] {
             let (from, to) = (format!("{from}{i}"), format!("{to}{i}"));
             tasks.push(tokio::spawn(async move {
-                let liked_back = store.swipe(&from, &to, SwipeKind::Like, 100).await.unwrap();
+                let (liked_back, _) = store.swipe(&from, &to, SwipeKind::Like, 100).await.unwrap();
                 if liked_back {
                     let (m, created) = store.create_match(&from, &to, 100, false).await.unwrap();
                     Some((m.id, created))

@@ -116,36 +116,40 @@ impl Chat {
     // ---- swipes and matches ----
 
     pub async fn swipe(&self, me: &str, s: Swipe) -> Result<SwipeReply, HubError> {
+        check_user(me)?;
         check_user(&s.user)?;
         if s.user == me {
             return Err(bad("you cannot swipe yourself"));
         }
         if self.store.blocked_either(me, &s.user).await? {
-            return Err(HubError::new(ErrorCode::Blocked, "one of you blocked the other"));
+            return Err(HubError::new(ErrorCode::Blocked, "one of the two users blocked the other"));
         }
         let now = unix_ms();
         let c = &self.node.config.chat;
-        let used = self.within_limit(me, now, c.swipe_limit, c.swipe_window, false).await?;
+        let window_ms = c.swipe_window.as_millis() as i64;
+        self.within_limit(me, now, c.swipe_limit, c.swipe_window, false).await?;
         if s.kind == SwipeKind::SuperLike {
             self.within_limit(me, now, c.super_like_limit, c.super_like_window, true).await?;
         }
-        let liked_back = self.store.swipe(me, &s.user, s.kind, now).await?;
-        if s.kind == SwipeKind::SuperLike {
+        let (liked_back, previous) = self.store.swipe(me, &s.user, s.kind, now).await?;
+        // Super-liking someone already super-liked tells them nothing new.
+        if s.kind == SwipeKind::SuperLike && previous != Some(SwipeKind::SuperLike) {
             self.publish(&s.user, event::SUPER_LIKE, json!({ "from": me })).await;
         }
-        let remaining = u64::from(c.swipe_limit).saturating_sub(used + 1);
+        let (used, _) = self.store.swipes_since(me, now - window_ms, false).await?;
+        let remaining = u64::from(c.swipe_limit).saturating_sub(used);
         if !liked_back {
             return Ok(SwipeReply { matched: false, conversation: None, remaining });
         }
         let (m, created) = self.store.create_match(me, &s.user, now, false).await?;
         if created {
-            self.announce_match(&m).await?;
+            self.announce_match(&m).await;
         }
         let conversation = if m.active { Some(self.new_conversation(&m, me).await?) } else { None };
         Ok(SwipeReply { matched: m.active, conversation, remaining })
     }
 
-    /// Checks a swipe limit; returns the swipes already made in the window.
+    /// Checks a swipe limit (users swiped in the window, so re-swiping one user counts once).
     async fn within_limit(
         &self,
         me: &str,
@@ -153,7 +157,7 @@ impl Chat {
         limit: u32,
         window: std::time::Duration,
         super_only: bool,
-    ) -> Result<u64, HubError> {
+    ) -> Result<(), HubError> {
         let window_ms = window.as_millis() as i64;
         let (used, oldest) = self.store.swipes_since(me, now - window_ms, super_only).await?;
         if used >= u64::from(limit) {
@@ -162,7 +166,7 @@ impl Chat {
             let message = format!("{limit} {what} per {} window", humantime::format_duration(window));
             return Err(HubError::new(ErrorCode::SwipeLimit, message).retry_after(wait as u64));
         }
-        Ok(used)
+        Ok(())
     }
 
     /// Creates (or, from the server API, reopens) the match of a pair and tells both users.
@@ -173,25 +177,33 @@ impl Chat {
             return Err(bad("a match needs two different users"));
         }
         if self.store.blocked_either(a, b).await? {
-            return Err(HubError::new(ErrorCode::Blocked, "one of the two blocked the other"));
+            return Err(HubError::new(ErrorCode::Blocked, "one of the two users blocked the other"));
         }
         let (m, created) = self.store.create_match(a, b, unix_ms(), true).await?;
         if created {
-            self.announce_match(&m).await?;
+            self.announce_match(&m).await;
         }
         Ok((m, created))
     }
 
-    async fn announce_match(&self, m: &MatchRow) -> Result<(), HubError> {
+    /// Tells both users of a new (or reopened) match. The match is stored already: a failure
+    /// here is logged, and the users see the match at their next sync.
+    async fn announce_match(&self, m: &MatchRow) {
         for user in [&m.user_a, &m.user_b] {
-            let conversation = self.new_conversation(m, user).await?;
-            self.publish(user, event::MATCH, json!({ "conversation": conversation })).await;
-            if self.status_kind(user).await? == Status::Offline {
-                let peer = m.peer_of(user).to_string();
-                self.events.raise(OfflineEvent::NewMatch { to: user.clone(), peer, conversation: m.id }).await;
+            let announced = async {
+                let conversation = self.new_conversation(m, user).await?;
+                self.publish(user, event::MATCH, json!({ "conversation": conversation })).await;
+                if self.status_kind(user).await? == Status::Offline {
+                    let peer = m.peer_of(user).to_string();
+                    self.events.raise(OfflineEvent::NewMatch { to: user.clone(), peer, conversation: m.id }).await;
+                }
+                Ok::<(), HubError>(())
+            }
+            .await;
+            if let Err(e) = announced {
+                tracing::warn!(user = %user, conversation = m.id, error = %e, "match not announced");
             }
         }
-        Ok(())
     }
 
     /// A match as `user` sees it, read from the store (with receipts and the last message).
@@ -247,7 +259,7 @@ impl Chat {
     /// Why a conversation of `me` with `peer` refuses messages.
     async fn closed_error(&self, me: &str, peer: &str, id: ConversationId) -> HubError {
         match self.store.blocked_either(me, peer).await {
-            Ok(true) => HubError::new(ErrorCode::Blocked, "one of you blocked the other"),
+            Ok(true) => HubError::new(ErrorCode::Blocked, "one of the two users blocked the other"),
             Ok(false) => HubError::new(ErrorCode::ConversationClosed, format!("conversation {id} is closed")),
             Err(e) => e,
         }

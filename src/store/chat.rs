@@ -107,7 +107,14 @@ pub trait ChatStore: Send + Sync {
     /// Records `from`'s swipe on `to` (replacing an earlier one). Returns whether `to` likes
     /// `from` (like or super like), read after the swipe is committed: of two simultaneous mutual
     /// likes, at least one sees the other.
-    async fn swipe(&self, from: &str, to: &str, kind: SwipeKind, now: i64) -> Result<bool, HubError>;
+    /// Also returns the kind of the swipe it replaced, if any.
+    async fn swipe(
+        &self,
+        from: &str,
+        to: &str,
+        kind: SwipeKind,
+        now: i64,
+    ) -> Result<(bool, Option<SwipeKind>), HubError>;
     /// Swipes by `user` made after `since` (only super likes when `super_only`): how many, and
     /// when the oldest of them was made.
     async fn swipes_since(&self, user: &str, since: i64, super_only: bool) -> Result<(u64, Option<i64>), HubError>;
@@ -261,7 +268,7 @@ async fn append_batch(pool: &AnyPool, sqlite: bool, batch: &[AppendJob]) -> Resu
 }
 
 async fn append_one(tx: &mut sqlx::Transaction<'static, sqlx::Any>, m: &NewMessage) -> Result<Appended, HubError> {
-    if let Some(first) = message_by_client_id(&mut **tx, m).await? {
+    if let Some(first) = message_by_client_id(tx, m).await? {
         return Ok(Appended::Duplicate(first));
     }
     // Bumping last_seq locks the match row (PostgreSQL) until commit: appends to one
@@ -302,7 +309,7 @@ async fn append_one(tx: &mut sqlx::Transaction<'static, sqlx::Any>, m: &NewMessa
             .execute(&mut **tx)
             .await
             .map_err(unavailable)?;
-        let first = message_by_client_id(&mut **tx, m).await?;
+        let first = message_by_client_id(tx, m).await?;
         return first.map(Appended::Duplicate).ok_or_else(|| unavailable(sqlx::Error::RowNotFound));
     }
     Ok(Appended::Stored(Message {
@@ -407,7 +414,26 @@ impl SqlStore {
 
 #[async_trait]
 impl ChatStore for SqlStore {
-    async fn swipe(&self, from: &str, to: &str, kind: SwipeKind, now: i64) -> Result<bool, HubError> {
+    async fn swipe(
+        &self,
+        from: &str,
+        to: &str,
+        kind: SwipeKind,
+        now: i64,
+    ) -> Result<(bool, Option<SwipeKind>), HubError> {
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM chat_likes WHERE from_user = $1 AND to_user = $2")
+                .bind(from)
+                .bind(to)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        let previous = previous.and_then(|k| match k.as_str() {
+            "like" => Some(SwipeKind::Like),
+            "pass" => Some(SwipeKind::Pass),
+            "super_like" => Some(SwipeKind::SuperLike),
+            _ => None,
+        });
         sqlx::query(
             "INSERT INTO chat_likes (from_user, to_user, kind, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (from_user, to_user) DO UPDATE SET kind = excluded.kind, created_at = excluded.created_at",
@@ -420,7 +446,7 @@ impl ChatStore for SqlStore {
         .await
         .map_err(unavailable)?;
         if !kind.likes() {
-            return Ok(false);
+            return Ok((false, previous));
         }
         let liked: Option<String> =
             sqlx::query_scalar("SELECT kind FROM chat_likes WHERE from_user = $1 AND to_user = $2 AND kind <> 'pass'")
@@ -429,7 +455,7 @@ impl ChatStore for SqlStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        Ok(liked.is_some())
+        Ok((liked.is_some(), previous))
     }
 
     async fn swipes_since(&self, user: &str, since: i64, super_only: bool) -> Result<(u64, Option<i64>), HubError> {
