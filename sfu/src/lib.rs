@@ -1,0 +1,1 @@
+//! The media plane of meetings.
