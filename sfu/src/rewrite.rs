@@ -20,8 +20,9 @@
 //! - **Ordering:** a packet of the current source that is not newer than the newest one already
 //!   forwarded (a duplicate, or one reordered in the network, or an upstream retransmission of one) is
 //!   dropped: forwarding it would need an output sequence number below one already sent. A packet more
-//!   than [`RESTART_DISTANCE`] behind is taken as a restart of the publisher's sequence and treated as a
-//!   new source. A newer packet whose timestamp is older than the newest forwarded one is malformed
+//!   than [`RESTART_DISTANCE`] behind, or so far ahead of the last one sent (2^15 or more, possible
+//!   across padding) that its output number would read as going back, is taken as a restart of the
+//!   publisher's numbering and treated as a new source. A newer packet whose timestamp is older than the newest forwarded one is malformed
 //!   input and dropped.
 //! - **The SSRC** of the outgoing stream is not this type's concern: it never changes, and the owner
 //!   stamps it.
@@ -158,29 +159,11 @@ impl StreamRewriter {
     /// Decides whether `p` is forwarded on this stream, and with which sequence number and timestamp.
     pub fn rewrite(&mut self, p: &SourcePacket, now_ms: u64) -> Outcome {
         let Some(target) = self.target else { return Outcome::Drop(DropReason::Paused) };
-        if let Some(src) = self.source.as_mut().filter(|s| s.layer == p.layer && s.ssrc == p.ssrc) {
-            let ahead = p.seq.wrapping_sub(src.newest_seq) as i16;
-            if ahead > 0 {
-                if p.padding_only {
-                    // The next packet takes this one's place in the output.
-                    src.newest_seq = p.seq;
-                    src.seq_offset = src.seq_offset.wrapping_sub(1);
-                    return Outcome::Drop(DropReason::Padding);
-                }
-                if (p.timestamp.wrapping_sub(src.newest_ts) as i32) < 0 {
-                    return Outcome::Drop(DropReason::TimestampBackwards);
-                }
-                src.newest_seq = p.seq;
-                src.newest_ts = p.timestamp;
-                let seq = p.seq.wrapping_add(src.seq_offset);
-                let timestamp = p.timestamp.wrapping_add(src.ts_offset);
-                self.last = Some(LastSent { seq, timestamp, at_ms: now_ms });
-                return Outcome::Forward(Rewritten { seq, timestamp, switched: false });
+        if self.source.is_some_and(|s| s.layer == p.layer && s.ssrc == p.ssrc) {
+            match self.continue_source(p, target, now_ms) {
+                Some(outcome) => return outcome,
+                None => self.source = None,
             }
-            if ahead.unsigned_abs() <= RESTART_DISTANCE || p.layer != target {
-                return Outcome::Drop(DropReason::Late);
-            }
-            self.source = None;
         }
         if p.layer != target {
             return Outcome::Drop(DropReason::NotSelected);
@@ -209,6 +192,38 @@ impl StreamRewriter {
         });
         self.last = Some(LastSent { seq, timestamp, at_ms: now_ms });
         Outcome::Forward(Rewritten { seq, timestamp, switched: true })
+    }
+
+    /// A packet of the current source: its outcome, or `None` when it shows the publisher restarted
+    /// its numbering (far behind, or so far ahead that the output would read as going back).
+    fn continue_source(&mut self, p: &SourcePacket, target: Layer, now_ms: u64) -> Option<Outcome> {
+        let src = self.source.as_mut()?;
+        let ahead = p.seq.wrapping_sub(src.newest_seq) as i16;
+        if ahead <= 0 {
+            if ahead.unsigned_abs() > RESTART_DISTANCE && p.layer == target {
+                return None;
+            }
+            return Some(Outcome::Drop(DropReason::Late));
+        }
+        if p.padding_only {
+            // The next packet takes this one's place in the output.
+            src.newest_seq = p.seq;
+            src.seq_offset = src.seq_offset.wrapping_sub(1);
+            return Some(Outcome::Drop(DropReason::Padding));
+        }
+        if (p.timestamp.wrapping_sub(src.newest_ts) as i32) < 0 {
+            return Some(Outcome::Drop(DropReason::TimestampBackwards));
+        }
+        let seq = p.seq.wrapping_add(src.seq_offset);
+        let timestamp = p.timestamp.wrapping_add(src.ts_offset);
+        // Padding in between can carry the input 2^15 or more past the last packet sent.
+        if self.last.is_some_and(|last| (seq.wrapping_sub(last.seq) as i16) <= 0) {
+            return None;
+        }
+        src.newest_seq = p.seq;
+        src.newest_ts = p.timestamp;
+        self.last = Some(LastSent { seq, timestamp, at_ms: now_ms });
+        Some(Outcome::Forward(Rewritten { seq, timestamp, switched: false }))
     }
 }
 
@@ -243,6 +258,19 @@ mod tests {
         assert_eq!(forwarded(r.rewrite(&pkt(Layer::LOW, 12, 3000, false), 33)).seq, 11);
         // A real loss stays a gap.
         assert_eq!(forwarded(r.rewrite(&pkt(Layer::LOW, 14, 6000, false), 66)).seq, 13);
+    }
+
+    #[test]
+    fn padding_cannot_carry_the_output_past_half_the_sequence_space() {
+        let mut r = StreamRewriter::new(90_000);
+        r.set_target(Some(Layer::LOW));
+        forwarded(r.rewrite(&pkt(Layer::LOW, 0, 0, true), 0));
+        let pad = SourcePacket { padding_only: true, ..pkt(Layer::LOW, 20_000, 0, false) };
+        assert_eq!(r.rewrite(&pad, 0), Outcome::Drop(DropReason::Padding));
+        // 20 000 + 15 000 past the last packet sent: a restart, which waits for a keyframe.
+        assert_eq!(r.rewrite(&pkt(Layer::LOW, 35_000, 0, false), 0), Outcome::Drop(DropReason::WaitingForKeyframe));
+        let next = forwarded(r.rewrite(&pkt(Layer::LOW, 35_001, 0, true), 0));
+        assert_eq!((next.seq, next.switched), (1, true));
     }
 
     #[test]
