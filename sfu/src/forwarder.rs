@@ -27,6 +27,30 @@
 //!   continuous with what it got before the mute (video waits for a keyframe, which is requested).
 //! - Subscribers are independent: feedback from one never changes what another receives, except that
 //!   the keyframe it causes is forwarded to all who are waiting.
+//!
+//! How an owner drives it (the adapter does this with the `webrtc` crate's tracks and RTCP writers):
+//!
+//! ```
+//! use sfu::{Codec, Forwarder, ForwarderConfig, Layer, Output, SubscriberId};
+//! # use bytes::Bytes;
+//! # use rtp::{header::Header, packet::Packet};
+//!
+//! let mut track = Forwarder::new(ForwarderConfig::new(Codec::Vp8));
+//! track.add_subscriber(SubscriberId(7), 0x5EED, Some(Layer::LOW), 0).unwrap();
+//! # let packet = Packet {
+//! #     header: Header { version: 2, sequence_number: 1, ssrc: 0x1000, ..Default::default() },
+//! #     payload: Bytes::from_static(&[0x10, 0x00, 0x9d, 0x01, 0x2a]),
+//! # };
+//! // A packet read from the publisher's simulcast layer "q" (the lowest), at 1 000 ms:
+//! track.on_rtp(Layer::LOW, &packet, 1_000);
+//! while let Some(output) = track.poll_output() {
+//!     match output {
+//!         Output::Rtp { subscriber, packet, .. } => { /* write `packet` to that subscriber's track */ }
+//!         Output::KeyframeRequest(request) => { /* write `request.to_rtcp(0)` to the publisher */ }
+//!         Output::AudioLevel(level) => { /* feed the room's `ActiveSpeaker` */ }
+//!     }
+//! }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 
