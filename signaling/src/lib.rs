@@ -58,8 +58,8 @@
 //!   [`Output::Media`] commands to the SFU. What the SFU produces for a client (SDP, candidates)
 //!   goes to it as a [`ServerMsg`]; what it observes (the active speaker) comes back as an
 //!   [`Input`].
-//! - The SFU keeps a [`LayerSelector`] per (subscriber, video track) and sends keyframe
-//!   requests through a [`KeyframeThrottle`].
+//! - The hub keeps a [`LayerSelector`] per (subscriber, video track) and tells the SFU's
+//!   forwarder which layer to send; the forwarder requests (and throttles) the keyframes.
 
 mod error;
 mod ids;
@@ -82,5 +82,5 @@ pub use room::{
     Room, RoomOptions, DEFAULT_EMPTY_TIMEOUT_MS, DEFAULT_MAX_PARTICIPANTS, DEFAULT_MAX_TRACKS_PER_PARTICIPANT,
     MAX_CID_BYTES, MAX_SDP_BYTES,
 };
-pub use simulcast::{KeyframeThrottle, Layer, LayerSelector};
+pub use simulcast::{Layer, LayerSelector};
 pub use snapshot::{ParticipantInfo, RoomSnapshot, TrackInfo};

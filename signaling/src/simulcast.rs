@@ -16,15 +16,13 @@
 //!   to the next; without the margin and the hold a subscriber near a threshold would flap
 //!   between layers and pay a keyframe each time.
 //! - **Every switch needs a keyframe** on the new layer ([`LayerSwitch::needs_keyframe`]): a
-//!   decoder cannot start a new stream mid-GOP. Send it through a [`KeyframeThrottle`].
+//!   decoder cannot start a new stream mid-GOP. Throttling the requests is the media plane's
+//!   job (`sfu::keyframe`).
 //!
 //! Bandwidth is per track: when a subscriber receives several tracks, the caller divides the
 //! subscriber's estimate between them before calling `update`.
 //!
 //! Time is the caller's monotonic clock in milliseconds (`now_ms`); nothing here reads a clock.
-
-use std::collections::HashMap;
-use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
@@ -269,61 +267,6 @@ impl LayerSelector {
     fn switch(&self, from: Option<usize>, to: Option<usize>, reason: SwitchReason) -> LayerSwitch {
         let rid = |i: usize| self.slots[i].layer.rid.clone();
         LayerSwitch { from: from.map(rid), to: to.map(rid), reason }
-    }
-}
-
-/// The default minimum gap between two keyframe requests for one stream.
-pub const DEFAULT_KEYFRAME_INTERVAL_MS: u64 = 500;
-
-/// Lets through at most one keyframe request (PLI or FIR) per key every `min_interval_ms`; the
-/// first request for a key always passes.
-///
-/// Requests inside the window are dropped, not delayed: the keyframe already asked for answers
-/// them too, and a subscriber that still lacks one asks again. Subscribers each send a PLI when
-/// they lose a packet, so without this a publisher in a large room would be asked for a keyframe
-/// per subscriber per loss and spend its uplink on keyframes.
-///
-/// Key it by what a keyframe is produced for: (track, rid) for simulcast, so that a switch to one
-/// layer is not swallowed by a recent request for another.
-#[derive(Debug, Clone)]
-pub struct KeyframeThrottle<K> {
-    min_interval_ms: u64,
-    last_sent: HashMap<K, u64>,
-}
-
-impl<K: Eq + Hash> KeyframeThrottle<K> {
-    pub fn new(min_interval_ms: u64) -> KeyframeThrottle<K> {
-        KeyframeThrottle { min_interval_ms, last_sent: HashMap::new() }
-    }
-
-    /// Whether to forward this request to the publisher now. `now_ms` must not go backwards
-    /// (if it does, requests are dropped until the window has passed).
-    pub fn allow(&mut self, key: K, now_ms: u64) -> bool {
-        match self.last_sent.get_mut(&key) {
-            Some(last) if now_ms.saturating_sub(*last) < self.min_interval_ms => false,
-            Some(last) => {
-                *last = now_ms;
-                true
-            }
-            None => {
-                self.last_sent.insert(key, now_ms);
-                true
-            }
-        }
-    }
-
-    /// Forgets a key (its track ended), so the map does not grow with every track ever seen.
-    pub fn forget(&mut self, key: &K) {
-        self.last_sent.remove(key);
-    }
-
-    /// How many keys are remembered.
-    pub fn len(&self) -> usize {
-        self.last_sent.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.last_sent.is_empty()
     }
 }
 
