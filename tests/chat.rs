@@ -1,12 +1,63 @@
 //! The chat service against the real binary: swipes and matches, messages, receipts, typing,
 //! status, unmatch / block / report / ban, sync after a reconnect, offline events, bad input.
-//! SQLite here; tests/chat_cluster.rs runs the cross-node and PostgreSQL cases.
+//! Every test runs twice: on SQLite and on PostgreSQL. tests/chat_cluster.rs runs the
+//! cross-node cases.
 
 mod common;
 
-use common::*;
+use common::{services::Postgres, *};
 use hub::{auth::now_secs, protocol::Codec};
 use serde_json::{json, Value};
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A hub on a fresh database of the backend (the PostgreSQL server lives as long as the handle).
+fn start(backend: Backend, overrides: &[&str]) -> (Hub, Option<Postgres>) {
+    match backend {
+        Backend::Sqlite => (Hub::start(overrides), None),
+        Backend::Postgres => {
+            let pg = Postgres::start();
+            let store = format!("store.url=\"{}\"", pg.database("chat"));
+            let mut all = vec![store.as_str()];
+            all.extend_from_slice(overrides);
+            (Hub::start(&all), Some(pg))
+        }
+    }
+}
+
+/// Runs a test on both stores: `name::sqlite` and `name::postgres`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    mutual_like_makes_one_match_and_both_hear_it,
+    messages_receipts_and_unread,
+    typing_is_live_and_limited,
+    status_is_shown_to_matches_only,
+    unmatch_closes_for_both_and_the_api_can_reopen,
+    block_stops_everything_both_ways_and_reports_are_kept,
+    bad_input_gets_codes_stores_nothing_and_the_socket_lives,
+    swipe_limit_says_when_to_come_back,
+    offline_users_raise_events_for_notifications,
+    a_reconnecting_device_gets_every_message_once,
+    msgpack_clients_chat_too,
+);
 
 /// A chat device: connected and subscribed to its user channel.
 async fn device(hub: &Hub, user: &str) -> Client {
@@ -35,9 +86,8 @@ fn send(conversation: i64, client_id: &str, text: &str) -> Value {
     json!({ "op": "chat.send", "conversation": conversation, "client_id": client_id, "text": text })
 }
 
-#[tokio::test]
-async fn mutual_like_makes_one_match_and_both_hear_it() {
-    let hub = Hub::start(&[]);
+async fn mutual_like_makes_one_match_and_both_hear_it(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut alice = device(&hub, "alice").await;
     let mut bob = device(&hub, "bob").await;
     let first = alice.ok(json!({ "op": "chat.swipe", "user": "bob", "kind": "like" })).await;
@@ -72,9 +122,8 @@ async fn mutual_like_makes_one_match_and_both_hear_it() {
     assert_eq!(alice.err(json!({ "op": "chat.swipe", "user": "", "kind": "like" })).await, "bad_request");
 }
 
-#[tokio::test]
-async fn messages_receipts_and_unread() {
-    let hub = Hub::start(&[]);
+async fn messages_receipts_and_unread(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut alice = device(&hub, "alice").await;
     let mut bob = device(&hub, "bob").await;
     let id = matched(&hub, "alice", "bob").await;
@@ -134,9 +183,8 @@ async fn messages_receipts_and_unread() {
     assert_eq!((list["total_unread"].as_i64(), list["conversations"][0]["unread"].as_i64()), (Some(5), Some(5)));
 }
 
-#[tokio::test]
-async fn typing_is_live_and_limited() {
-    let hub = Hub::start(&[]);
+async fn typing_is_live_and_limited(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut alice = device(&hub, "alice").await;
     let mut bob = device(&hub, "bob").await;
     let id = matched(&hub, "alice", "bob").await;
@@ -161,9 +209,8 @@ async fn typing_is_live_and_limited() {
     assert!(h["publications"].as_array().unwrap().iter().all(|p| p["event"] != "typing"), "{h}");
 }
 
-#[tokio::test]
-async fn status_is_shown_to_matches_only() {
-    let hub = Hub::start(&[]);
+async fn status_is_shown_to_matches_only(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut alice = device(&hub, "alice").await;
     let id = matched(&hub, "alice", "bob").await;
     next_event(&mut alice, "match").await;
@@ -206,9 +253,8 @@ async fn status_is_shown_to_matches_only() {
     assert_eq!(reply["presence"], json!([]));
 }
 
-#[tokio::test]
-async fn unmatch_closes_for_both_and_the_api_can_reopen() {
-    let hub = Hub::start(&[]);
+async fn unmatch_closes_for_both_and_the_api_can_reopen(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut alice = device(&hub, "alice").await;
     let mut bob = device(&hub, "bob").await;
     let id = matched(&hub, "alice", "bob").await;
@@ -246,9 +292,8 @@ async fn unmatch_closes_for_both_and_the_api_can_reopen() {
     assert_eq!((status, body["messages"].as_array().map(|m| m.len())), (200, Some(2)));
 }
 
-#[tokio::test]
-async fn block_stops_everything_both_ways_and_reports_are_kept() {
-    let hub = Hub::start(&[]);
+async fn block_stops_everything_both_ways_and_reports_are_kept(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut alice = device(&hub, "alice").await;
     let mut bob = device(&hub, "bob").await;
     let id = matched(&hub, "alice", "bob").await;
@@ -285,9 +330,8 @@ async fn block_stops_everything_both_ways_and_reports_are_kept() {
     assert_eq!(body["messages"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn bad_input_gets_codes_stores_nothing_and_the_socket_lives() {
-    let hub = Hub::start(&["chat.send_rate=5.0"]);
+async fn bad_input_gets_codes_stores_nothing_and_the_socket_lives(backend: Backend) {
+    let (hub, _pg) = start(backend, &["chat.send_rate=5.0"]);
     let mut alice = device(&hub, "alice").await;
     let id = matched(&hub, "alice", "bob").await;
     let others = matched(&hub, "carol", "dave").await;
@@ -335,9 +379,8 @@ async fn bad_input_gets_codes_stores_nothing_and_the_socket_lives() {
     assert_eq!(other["messages"], json!([]));
 }
 
-#[tokio::test]
-async fn swipe_limit_says_when_to_come_back() {
-    let hub = Hub::start(&["chat.swipe_limit=3", "chat.super_like_limit=1"]);
+async fn swipe_limit_says_when_to_come_back(backend: Backend) {
+    let (hub, _pg) = start(backend, &["chat.swipe_limit=3", "chat.super_like_limit=1"]);
     let mut alice = device(&hub, "alice").await;
     let r = alice.ok(json!({ "op": "chat.swipe", "user": "u1", "kind": "super_like" })).await;
     assert_eq!(r["remaining"], 2);
@@ -356,9 +399,8 @@ async fn swipe_limit_says_when_to_come_back() {
     alice.ok(json!({ "op": "ping" })).await;
 }
 
-#[tokio::test]
-async fn offline_users_raise_events_for_notifications() {
-    let hub = Hub::start(&[]);
+async fn offline_users_raise_events_for_notifications(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut service =
         Client::connect_token(&hub, &token_with("notifier", Some("service"), &[], now_secs() + 3600), Codec::Json)
             .await;
@@ -389,9 +431,8 @@ async fn offline_users_raise_events_for_notifications() {
     assert_eq!(alice.err(json!({ "op": "subscribe", "channel": "hooks:chat" })).await, "forbidden");
 }
 
-#[tokio::test]
-async fn a_reconnecting_device_gets_every_message_once() {
-    let hub = Hub::start(&["chat.send_rate=1000.0"]);
+async fn a_reconnecting_device_gets_every_message_once(backend: Backend) {
+    let (hub, _pg) = start(backend, &["chat.send_rate=1000.0"]);
     let mut alice = device(&hub, "alice").await;
     let id = matched(&hub, "alice", "bob").await;
     const N: i64 = 60;
@@ -436,9 +477,8 @@ async fn a_reconnecting_device_gets_every_message_once() {
     assert_eq!(body["messages"].as_array().unwrap().len() as i64, N, "stored exactly once each");
 }
 
-#[tokio::test]
-async fn msgpack_clients_chat_too() {
-    let hub = Hub::start(&[]);
+async fn msgpack_clients_chat_too(backend: Backend) {
+    let (hub, _pg) = start(backend, &[]);
     let mut alice = Client::connect_token(&hub, &token("alice"), Codec::MsgPack).await;
     alice.ok(json!({ "op": "subscribe", "channel": "user:alice" })).await;
     let id = matched(&hub, "alice", "bob").await;
