@@ -1,8 +1,8 @@
 //! The media plane of meetings: forwarding RTP from a publisher to its subscribers without decoding it.
 //!
-//! Everything here is sans-I/O: state machines fed with packets, feedback and the current time
+//! Everything but [`rtc`] is sans-I/O: state machines fed with packets, feedback and the current time
 //! (`now_ms`, milliseconds on any monotonic clock), that queue what must be sent. No sockets, no
-//! threads, no timers; the adapter that owns the peer connections (built on the `webrtc` crate, later)
+//! threads, no timers; the adapter that owns the peer connections ([`rtc`], on the `webrtc` crate)
 //! feeds them and carries their output. Packet types are those of the webrtc-rs `rtp` and `rtcp`
 //! crates, so that adapter passes packets through unchanged.
 //!
@@ -12,7 +12,9 @@
 //! - [`nack`]: the retransmission buffer of one outgoing stream, answering generic NACKs;
 //! - [`keyframe`]: which layer to ask for a keyframe, and the throttle on PLI/FIR sent upstream;
 //! - [`audio_level`]: RFC 6464 audio levels, smoothed loudness and the active-speaker choice;
-//! - [`forwarder`]: one published track and its subscribers, tying the above together.
+//! - [`forwarder`]: one published track and its subscribers, tying the above together;
+//! - [`rtc`]: the WebRTC adapter: peer connections on one UDP port, each published track read into its
+//!   forwarder and its output written to the subscribers' tracks and the publisher's RTCP.
 //!
 //! The choice of a subscriber's simulcast layer (from bandwidth, viewport, policy) is made elsewhere
 //! and given to [`forwarder::Forwarder::set_target_layer`]; this crate carries out the switch.
@@ -23,6 +25,7 @@ pub mod forwarder;
 pub mod keyframe;
 pub mod nack;
 pub mod rewrite;
+pub mod rtc;
 
 pub use audio_level::{ActiveSpeaker, AudioLevel, LoudnessMeter, SpeakerConfig};
 pub use codec::Codec;

@@ -1,0 +1,76 @@
+//! What the node negotiates: codecs with their RTCP feedback, header extensions, interceptors.
+
+use webrtc::api::interceptor_registry::configure_rtcp_reports;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::interceptor::nack::generator::Generator;
+use webrtc::interceptor::registry::Registry;
+use webrtc::interceptor::twcc;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
+};
+use webrtc::rtp_transceiver::RTCPFeedback;
+use webrtc::sdp::extmap;
+
+fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() }
+}
+
+pub(super) fn register_codecs(media: &mut MediaEngine) -> Result<(), webrtc::Error> {
+    let video_feedback = vec![
+        feedback("goog-remb", ""),
+        feedback("transport-cc", ""),
+        feedback("ccm", "fir"),
+        feedback("nack", ""),
+        feedback("nack", "pli"),
+    ];
+    let video = |mime: &str, fmtp: &str, payload_type| RTCRtpCodecParameters {
+        capability: RTCRtpCodecCapability {
+            mime_type: mime.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: video_feedback.clone(),
+        },
+        payload_type,
+        ..Default::default()
+    };
+    for codec in [
+        video(MIME_TYPE_VP8, "", 96),
+        video(MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f", 102),
+        video(MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", 108),
+    ] {
+        media.register_codec(codec, RTPCodecType::Video)?;
+    }
+    let opus = RTCRtpCodecParameters {
+        capability: RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![feedback("transport-cc", "")],
+        },
+        payload_type: 111,
+        ..Default::default()
+    };
+    media.register_codec(opus, RTPCodecType::Audio)?;
+
+    let extension = |uri: &str| RTCRtpHeaderExtensionCapability { uri: uri.to_owned() };
+    for uri in [extmap::SDES_MID_URI, extmap::TRANSPORT_CC_URI] {
+        media.register_header_extension(extension(uri), RTPCodecType::Audio, None)?;
+        media.register_header_extension(extension(uri), RTPCodecType::Video, None)?;
+    }
+    media.register_header_extension(extension(extmap::AUDIO_LEVEL_URI), RTPCodecType::Audio, None)?;
+    for uri in [extmap::SDES_RTP_STREAM_ID_URI, extmap::SDES_REPAIR_RTP_STREAM_ID_URI] {
+        media.register_header_extension(extension(uri), RTPCodecType::Video, None)?;
+    }
+    Ok(())
+}
+
+/// `register_default_interceptors` without the NACK responder: the forwarders answer NACKs.
+pub(super) fn interceptors(mut registry: Registry) -> Registry {
+    registry.add(Box::new(Generator::builder()));
+    registry = configure_rtcp_reports(registry);
+    registry.add(Box::new(twcc::sender::Sender::builder()));
+    registry.add(Box::new(twcc::receiver::Receiver::builder()));
+    registry
+}

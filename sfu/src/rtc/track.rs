@@ -1,0 +1,181 @@
+//! A published track: its forwarder, the tasks that read the publisher's RTP and the subscribers'
+//! RTCP into it, and the writes its output asks for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtp::packet::Packet;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
+use webrtc::sdp::extmap;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::TrackLocalWriter;
+use webrtc::track::track_remote::TrackRemote;
+
+use super::peer::{emit, PeerInner};
+use super::{lock, MediaKind, NodeInner, PeerEvent, PeerId, PublishedTrack, TrackId};
+use crate::{Codec, Forwarder, ForwarderConfig, Layer, Output, SubscriberId};
+
+/// A published track: its forwarder and the outgoing tracks of its subscribers.
+pub(super) struct Published {
+    pub(super) publisher: PeerId,
+    pub(super) capability: RTCRtpCodecCapability,
+    /// For keyframe requests; weak, so that the track does not keep its publisher's connection alive.
+    pub(super) publisher_pc: Weak<RTCPeerConnection>,
+    pub(super) forwarder: Mutex<Forwarder>,
+    /// RTP packets read from the publisher and fed to the forwarder, all encodings.
+    pub(super) received: AtomicU64,
+    pub(super) sinks: Mutex<HashMap<SubscriberId, Arc<TrackLocalStaticRTP>>>,
+}
+
+/// What a forwarder's output asks for, taken out of the lock to be done with `.await`.
+pub(super) enum Action {
+    Rtp(Arc<TrackLocalStaticRTP>, Packet),
+    Rtcp(Box<dyn rtcp::packet::Packet + Send + Sync>),
+}
+
+impl Published {
+    /// Feeds the forwarder under its lock and drains its output into what to do once it is released.
+    pub(super) fn feed<R>(&self, f: impl FnOnce(&mut Forwarder) -> R) -> (R, Vec<Action>) {
+        let mut forwarder = lock(&self.forwarder);
+        let result = f(&mut forwarder);
+        let sinks = lock(&self.sinks);
+        let mut actions = Vec::new();
+        while let Some(output) = forwarder.poll_output() {
+            match output {
+                Output::Rtp { subscriber, packet, .. } => {
+                    if let Some(sink) = sinks.get(&subscriber) {
+                        actions.push(Action::Rtp(sink.clone(), packet));
+                    }
+                }
+                Output::KeyframeRequest(request) => actions.push(Action::Rtcp(request.to_rtcp(0))),
+                Output::AudioLevel(_) => {}
+            }
+        }
+        (result, actions)
+    }
+
+    pub(super) async fn perform(&self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                // Errors are those of one subscriber's transport (not yet connected, closing): its
+                // receiver conceals the loss, and the other subscribers must not wait for it.
+                Action::Rtp(sink, packet) => {
+                    let _ = sink.write_rtp(&packet).await;
+                }
+                Action::Rtcp(packet) => {
+                    if let Some(pc) = self.publisher_pc.upgrade() {
+                        let _ = pc.write_rtcp(&[packet]).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A client's track (or one of its simulcast encodings) arrived: publish it and start reading it.
+pub(super) async fn on_remote_track(peer: Arc<PeerInner>, remote: Arc<TrackRemote>) {
+    let params = remote.codec();
+    let capability = params.capability.clone();
+    let Some(codec) = codec_of(&capability.mime_type) else { return };
+    let layer = layer_of_rid(remote.rid());
+    let (track, published) = {
+        let mut by_client_id = lock(&peer.published);
+        if peer.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let id = *by_client_id.entry(remote.id()).or_insert_with(|| TrackId(peer.node.next_id()));
+        let mut tracks = lock(&peer.node.tracks);
+        let published = tracks
+            .entry(id)
+            .or_insert_with(|| {
+                let mut config = ForwarderConfig::new(codec);
+                config.clock_rate = capability.clock_rate;
+                config.audio_level_extension_id = remote
+                    .params()
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == extmap::AUDIO_LEVEL_URI)
+                    .and_then(|e| u8::try_from(e.id).ok());
+                Arc::new(Published {
+                    publisher: peer.id,
+                    capability: capability.clone(),
+                    publisher_pc: Arc::downgrade(&peer.pc),
+                    forwarder: Mutex::new(Forwarder::new(config)),
+                    received: AtomicU64::new(0),
+                    sinks: Mutex::new(HashMap::new()),
+                })
+            })
+            .clone();
+        (id, published)
+    };
+    let kind = if remote.kind() == RTPCodecType::Audio { MediaKind::Audio } else { MediaKind::Video };
+    let rid = Some(remote.rid().to_owned()).filter(|r| !r.is_empty());
+    let node = peer.node.clone();
+    let events = peer.events.clone();
+    drop(peer);
+    tokio::spawn(read_publisher_rtp(remote.clone(), layer, published, node));
+    let event = PublishedTrack { track, kind, mime_type: capability.mime_type, rid, ssrc: remote.ssrc() };
+    emit(&events, PeerEvent::TrackPublished(event)).await;
+}
+
+/// Reads one encoding of a published track into its forwarder, until the track ends.
+async fn read_publisher_rtp(remote: Arc<TrackRemote>, layer: Layer, published: Arc<Published>, node: Arc<NodeInner>) {
+    while let Ok((packet, _)) = remote.read_rtp().await {
+        let now = node.now_ms();
+        let (_, actions) = published.feed(|f| f.on_rtp(layer, &packet, now));
+        published.received.fetch_add(1, Ordering::Release);
+        published.perform(actions).await;
+    }
+}
+
+/// Reads a subscription's RTCP (its receiver's NACKs and keyframe requests) into the forwarder, until
+/// the sender stops or the track is gone.
+pub(super) async fn read_subscriber_rtcp(
+    sender: Arc<RTCRtpSender>,
+    published: Weak<Published>,
+    subscriber: SubscriberId,
+    node: Arc<NodeInner>,
+) {
+    while let Ok((packets, _)) = sender.read_rtcp().await {
+        let Some(published) = published.upgrade() else { return };
+        let now = node.now_ms();
+        let (_, actions) = published.feed(|f| {
+            for packet in &packets {
+                let any = packet.as_any();
+                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    let _ = f.on_nack(subscriber, nack, now);
+                } else if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                    let _ = f.on_pli(subscriber, now);
+                }
+            }
+        });
+        published.perform(actions).await;
+    }
+}
+
+/// The rids browsers use for simulcast, lowest first; an unknown or absent rid is the lowest layer.
+fn layer_of_rid(rid: &str) -> Layer {
+    match rid {
+        "h" | "1" => Layer::MID,
+        "f" | "2" => Layer::HIGH,
+        _ => Layer::LOW,
+    }
+}
+
+fn codec_of(mime_type: &str) -> Option<Codec> {
+    let mime = mime_type.to_ascii_lowercase();
+    Some(match mime.as_str() {
+        "video/vp8" => Codec::Vp8,
+        "video/vp9" => Codec::Vp9,
+        "video/h264" => Codec::H264,
+        "video/av1" => Codec::Av1,
+        _ if mime.starts_with("audio/") => Codec::Audio,
+        _ => return None,
+    })
+}
