@@ -1,10 +1,14 @@
 //! Token checks. App back ends mint JWTs; the hub only verifies them.
 //! HS256 with a shared secret by default; RS256/ES256 with configured public keys.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use signaling::Role;
 
 use crate::config::AuthConfig;
 
@@ -20,6 +24,51 @@ pub struct Claims {
     /// Channels granted by name (for namespaces with `subscribe = "grant"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+}
+
+/// Meeting rooms the token lets its user join, with the role in each (`rooms` claim):
+/// `{"rooms": {"standup": "host", "townhall": "viewer"}}`.
+pub type RoomGrants = BTreeMap<String, Role>;
+
+/// A whole token: the claims the channel rules read, and the meeting grants.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Token {
+    #[serde(flatten)]
+    pub claims: Claims,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rooms: RoomGrants,
+}
+
+impl Token {
+    /// The claims as the channel rules see them, and the room grants. A room grant also grants
+    /// its channel `room:{id}` (namespace `room`, rule `grant`): the room's events and in-meeting
+    /// chat are for the users the room's grants name.
+    pub fn split(self) -> (Claims, RoomGrants) {
+        let mut claims = self.claims;
+        for room in self.rooms.keys() {
+            let channel = format!("room:{room}");
+            if !claims.channels.contains(&channel) {
+                claims.channels.push(channel);
+            }
+        }
+        (claims, self.rooms)
+    }
+}
+
+/// Parses `r1:host,r2:viewer` (the dev token's `rooms` parameter).
+pub fn parse_room_grants(list: &str) -> Result<RoomGrants, String> {
+    let mut grants = RoomGrants::new();
+    for item in list.split(',').filter(|s| !s.is_empty()) {
+        let (room, role) = item.rsplit_once(':').ok_or_else(|| format!("{item:?} is not room:role"))?;
+        let role = match role {
+            "host" => Role::Host,
+            "participant" => Role::Participant,
+            "viewer" => Role::Viewer,
+            other => return Err(format!("unknown room role {other:?} (host, participant, viewer)")),
+        };
+        grants.insert(room.to_string(), role);
+    }
+    Ok(grants)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,6 +109,11 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_token(token).map(|t| t.claims)
+    }
+
+    /// Verifies a token and returns its claims and room grants.
+    pub fn verify_token(&self, token: &str) -> Result<Token, AuthError> {
         let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let mut last = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
         for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
@@ -76,7 +130,7 @@ impl Verifier {
                     validation.validate_aud = false;
                 }
             }
-            match decode::<Claims>(token, key, &validation) {
+            match decode::<Token>(token, key, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => {
                     last = match e.kind() {
@@ -91,7 +145,7 @@ impl Verifier {
 }
 
 /// Mints an HS256 token (dev mode, tests, load tests).
-pub fn mint_hs256(secret: &str, claims: &Claims) -> String {
+pub fn mint_hs256<C: Serialize>(secret: &str, claims: &C) -> String {
     encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
         .expect("HS256 signing with a byte secret cannot fail")
 }
@@ -126,5 +180,18 @@ mod tests {
         let old = mint_hs256("0123456789abcdef0123", &claims(now_secs() - 60));
         assert_eq!(v.verify(&old), Err(AuthError::Expired));
         assert!(matches!(v.verify("not a token"), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn room_grants_ride_along_and_grant_their_channel() {
+        let v = Verifier::new(&config()).unwrap();
+        let rooms = parse_room_grants("r1:host,r2:viewer").unwrap();
+        let token = Token { claims: claims(now_secs() + 60), rooms: rooms.clone() };
+        let minted = mint_hs256("0123456789abcdef0123", &token);
+        let (claims, grants) = v.verify_token(&minted).unwrap().split();
+        assert_eq!(grants, rooms);
+        assert_eq!(claims.channels, vec!["room:r1".to_string(), "room:r2".to_string()]);
+        assert!(parse_room_grants("r1:owner").is_err());
+        assert!(parse_room_grants("r1").is_err());
     }
 }

@@ -39,6 +39,25 @@ pub enum ErrorCode {
     Blocked,
     /// Chat: too many swipes in the configured window.
     SwipeLimit,
+    /// Meetings: a room with this id exists already (server API).
+    RoomExists,
+    /// Meetings: the codes of `signaling::RoomError`, one for one.
+    RoomFull,
+    RoomLocked,
+    NotHost,
+    ViewerCannotPublish,
+    RoomEnded,
+    NotInRoom,
+    AlreadyJoined,
+    Removed,
+    UnknownTrack,
+    UnknownParticipant,
+    TrackAlreadyPublished,
+    TooManyTracks,
+    InvalidTrack,
+    OwnTrack,
+    InvalidSdp,
+    UnexpectedAnswer,
     Internal,
 }
 
@@ -62,6 +81,23 @@ impl ErrorCode {
             ErrorCode::ConversationClosed => "conversation_closed",
             ErrorCode::Blocked => "blocked",
             ErrorCode::SwipeLimit => "swipe_limit",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::RoomLocked => "room_locked",
+            ErrorCode::NotHost => "not_host",
+            ErrorCode::ViewerCannotPublish => "viewer_cannot_publish",
+            ErrorCode::RoomEnded => "room_ended",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::Removed => "removed",
+            ErrorCode::UnknownTrack => "unknown_track",
+            ErrorCode::UnknownParticipant => "unknown_participant",
+            ErrorCode::TrackAlreadyPublished => "track_already_published",
+            ErrorCode::TooManyTracks => "too_many_tracks",
+            ErrorCode::InvalidTrack => "invalid_track",
+            ErrorCode::OwnTrack => "own_track",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::UnexpectedAnswer => "unexpected_answer",
             ErrorCode::Internal => "internal",
         }
     }
@@ -70,6 +106,32 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl From<signaling::RoomError> for HubError {
+    fn from(e: signaling::RoomError) -> Self {
+        use signaling::RoomError as R;
+        let code = match e {
+            R::RoomFull { .. } => ErrorCode::RoomFull,
+            R::RoomLocked => ErrorCode::RoomLocked,
+            R::NotHost => ErrorCode::NotHost,
+            R::ViewerCannotPublish => ErrorCode::ViewerCannotPublish,
+            R::RoomEnded => ErrorCode::RoomEnded,
+            R::NotInRoom => ErrorCode::NotInRoom,
+            R::AlreadyJoined => ErrorCode::AlreadyJoined,
+            R::Removed => ErrorCode::Removed,
+            R::UnknownTrack => ErrorCode::UnknownTrack,
+            R::UnknownParticipant => ErrorCode::UnknownParticipant,
+            R::TrackAlreadyPublished => ErrorCode::TrackAlreadyPublished,
+            R::TooManyTracks { .. } => ErrorCode::TooManyTracks,
+            R::InvalidTrack(_) => ErrorCode::InvalidTrack,
+            R::OwnTrack => ErrorCode::OwnTrack,
+            R::InvalidSdp(_) => ErrorCode::InvalidSdp,
+            R::UnexpectedAnswer => ErrorCode::UnexpectedAnswer,
+        };
+        debug_assert_eq!(code.as_str(), e.as_str());
+        HubError::new(code, e.to_string())
     }
 }
 
@@ -151,5 +213,38 @@ impl CloseReason {
         [Shutdown, SlowConsumer, NoPong, AuthRequired, InvalidToken, TokenExpired, Disconnected, Banned, TooLarge]
             .into_iter()
             .find(|r| r.code() == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_room_error_keeps_its_wire_code() {
+        use signaling::RoomError as R;
+        let all = [
+            R::RoomFull { max: 2 },
+            R::RoomLocked,
+            R::NotHost,
+            R::ViewerCannotPublish,
+            R::RoomEnded,
+            R::NotInRoom,
+            R::AlreadyJoined,
+            R::Removed,
+            R::UnknownTrack,
+            R::UnknownParticipant,
+            R::TrackAlreadyPublished,
+            R::TooManyTracks { max: 1 },
+            R::InvalidTrack("x".into()),
+            R::OwnTrack,
+            R::InvalidSdp("x"),
+            R::UnexpectedAnswer,
+        ];
+        assert_eq!(all.len(), signaling::ERROR_CODES.len());
+        for e in all {
+            let wire = e.as_str();
+            assert_eq!(HubError::from(e).code.as_str(), wire);
+        }
     }
 }

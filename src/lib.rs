@@ -12,6 +12,7 @@ pub mod config;
 pub mod errors;
 pub mod gateway;
 pub mod history;
+pub mod meetings;
 pub mod node;
 pub mod outbox;
 pub mod presence;
@@ -52,6 +53,7 @@ use crate::{
 pub struct AppState {
     pub node: Arc<Node>,
     pub chat: Arc<chat::Chat>,
+    pub meetings: Arc<meetings::Meetings>,
     pub registry: Arc<dyn Registry>,
     /// Live socket sessions, awaited on shutdown.
     pub sessions: TaskTracker,
@@ -152,17 +154,25 @@ pub async fn run_with(
         Arc::new(chat::events::ChannelEvents { node: node.clone(), channel: config.chat.offline_channel.clone() })
     };
     let chat = chat::Chat::new(node.clone(), chat_store, offline);
+    let meetings = meetings::Meetings::new(node.clone());
     node.bus.start().await?;
     node.reload_bans().await?;
     let registry: Arc<dyn Registry> = match redis {
         Some(link) => RedisRegistry::start(link, &node, address, config.cluster.node_ttl),
         None => Arc::new(LocalRegistry { node: node.clone(), address }),
     };
-    let state =
-        AppState { node: node.clone(), chat, registry, sessions: TaskTracker::new(), metrics: metrics_handle() };
+    let state = AppState {
+        node: node.clone(),
+        chat,
+        meetings: meetings.clone(),
+        registry,
+        sessions: TaskTracker::new(),
+        metrics: metrics_handle(),
+    };
     let app = router(state.clone());
     tokio::spawn(gateway::run_heartbeats(node.clone()));
     tokio::spawn(reload_bans(Arc::downgrade(&node)));
+    tokio::spawn(meetings.run_timers());
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
     let drain_node = node.clone();
     // Small real-time frames go out at once; the session coalesces what is queued itself.
@@ -244,6 +254,8 @@ struct DevTokenQuery {
     ttl: Option<u64>,
     /// Comma-separated channel grants.
     channels: Option<String>,
+    /// Comma-separated meeting grants: `r1:host,r2:viewer`.
+    rooms: Option<String>,
 }
 
 /// Mints a token for anyone who asks: exists only with `dev_mode = true`.
@@ -265,6 +277,14 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>
             .map(|c| c.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
     };
-    let token = auth::mint_hs256(&config.auth.hmac_secret, &claims);
-    Json(json!({ "token": token, "claims": claims })).into_response()
+    let rooms = match auth::parse_room_grants(q.rooms.as_deref().unwrap_or("")) {
+        Ok(rooms) => rooms,
+        Err(message) => {
+            let body = json!({ "error": { "code": "bad_request", "message": format!("rooms: {message}") } });
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
+    let token = auth::Token { claims, rooms };
+    let minted = auth::mint_hs256(&config.auth.hmac_secret, &token);
+    Json(json!({ "token": minted, "claims": token })).into_response()
 }

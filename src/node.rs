@@ -45,9 +45,19 @@ pub struct Conn {
     /// When the current write began (ms since node start), 0 while not writing.
     pub writing_since_ms: AtomicU64,
     subs: Mutex<Vec<Arc<str>>>,
+    /// The meeting grants of the connection's token.
+    rooms: Mutex<Arc<crate::auth::RoomGrants>>,
 }
 
 impl Conn {
+    pub fn room_grants(&self) -> Arc<crate::auth::RoomGrants> {
+        self.rooms.lock().clone()
+    }
+
+    pub fn set_room_grants(&self, rooms: crate::auth::RoomGrants) {
+        *self.rooms.lock() = Arc::new(rooms);
+    }
+
     pub fn claims(&self) -> Arc<Claims> {
         self.claims.lock().clone()
     }
@@ -244,6 +254,7 @@ impl Node {
             last_ping_ms: AtomicU64::new(now),
             writing_since_ms: AtomicU64::new(0),
             subs: Mutex::new(Vec::new()),
+            rooms: Mutex::new(Arc::default()),
         });
         self.conns.insert(id, conn.clone());
         self.users.entry(user).or_default().push(id);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::chat::protocol as chat;
+use signaling::messages as meeting;
 
 /// WebSocket subprotocol names.
 pub const SUBPROTOCOL_JSON: &str = "hub.json";
@@ -127,6 +128,25 @@ pub enum Op {
     ChatBlock(chat::UserRef),
     #[serde(rename = "chat.report")]
     ChatReport(chat::Report),
+    // ---- meetings (docs/protocol.md#meetings-signaling); media ops come with the media plane ----
+    #[serde(rename = "meeting.join")]
+    MeetingJoin(meeting::RoomRef),
+    #[serde(rename = "meeting.leave")]
+    MeetingLeave(meeting::RoomRef),
+    #[serde(rename = "meeting.mute")]
+    MeetingMute(meeting::Mute),
+    #[serde(rename = "meeting.host_mute")]
+    MeetingHostMute(meeting::HostMute),
+    #[serde(rename = "meeting.remove")]
+    MeetingRemove(meeting::Remove),
+    #[serde(rename = "meeting.lock")]
+    MeetingLock(meeting::Lock),
+    #[serde(rename = "meeting.end")]
+    MeetingEnd(meeting::RoomRef),
+    #[serde(rename = "meeting.raise_hand")]
+    MeetingRaiseHand(meeting::RoomRef),
+    #[serde(rename = "meeting.lower_hand")]
+    MeetingLowerHand(meeting::LowerHand),
 }
 
 /// Every op name, to tell `unknown_op` from `bad_request`.
@@ -151,6 +171,15 @@ pub const OP_NAMES: &[&str] = &[
     "chat.unmatch",
     "chat.block",
     "chat.report",
+    "meeting.join",
+    "meeting.leave",
+    "meeting.mute",
+    "meeting.host_mute",
+    "meeting.remove",
+    "meeting.lock",
+    "meeting.end",
+    "meeting.raise_hand",
+    "meeting.lower_hand",
 ];
 
 /// What a client learns about another client (presence, join/leave, publisher).

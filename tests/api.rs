@@ -163,6 +163,10 @@ async fn health_metrics_openapi_and_pages() {
         "/matches/{id}/messages",
         "/users/{user}/conversations",
         "/reports",
+        "/rooms",
+        "/rooms/{id}",
+        "/rooms/{id}/lock",
+        "/rooms/{id}/participants/{user}",
     ] {
         assert!(spec["paths"].get(format!("/api/v1{path}")).is_some(), "openapi lacks {path}");
     }

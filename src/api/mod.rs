@@ -19,6 +19,7 @@ use crate::{
 };
 
 mod chat;
+mod meetings;
 
 const OPENAPI: &str = include_str!("openapi.json");
 
@@ -34,12 +35,27 @@ impl From<HubError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code {
-            ErrorCode::BadRequest | ErrorCode::UnknownOp | ErrorCode::NoHistory => StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest
+            | ErrorCode::UnknownOp
+            | ErrorCode::NoHistory
+            | ErrorCode::InvalidTrack
+            | ErrorCode::OwnTrack
+            | ErrorCode::InvalidSdp => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::NotMatched | ErrorCode::Blocked => {
                 StatusCode::FORBIDDEN
             }
-            ErrorCode::ConversationClosed => StatusCode::CONFLICT,
+            ErrorCode::NotHost | ErrorCode::ViewerCannotPublish | ErrorCode::Removed => StatusCode::FORBIDDEN,
+            ErrorCode::ConversationClosed
+            | ErrorCode::RoomExists
+            | ErrorCode::RoomFull
+            | ErrorCode::RoomLocked
+            | ErrorCode::RoomEnded
+            | ErrorCode::AlreadyJoined
+            | ErrorCode::TrackAlreadyPublished
+            | ErrorCode::TooManyTracks
+            | ErrorCode::UnexpectedAnswer => StatusCode::CONFLICT,
+            ErrorCode::NotInRoom | ErrorCode::UnknownTrack | ErrorCode::UnknownParticipant => StatusCode::NOT_FOUND,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadySubscribed | ErrorCode::NotSubscribed => StatusCode::CONFLICT,
             ErrorCode::RateLimited | ErrorCode::LimitExceeded | ErrorCode::SwipeLimit => StatusCode::TOO_MANY_REQUESTS,
@@ -88,6 +104,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/channels/{channel}/history", get(history))
         .route("/stats", get(stats))
         .merge(chat::routes())
+        .merge(meetings::routes())
         .route_layer(middleware::from_fn_with_state(state, require_key));
     Router::new()
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))

@@ -24,6 +24,7 @@ use crate::{
 pub async fn ws_handler(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let node = state.node.clone();
     let chat = state.chat.clone();
+    let meetings = state.meetings.clone();
     if node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is shutting down").into_response();
     }
@@ -43,7 +44,7 @@ pub async fn ws_handler(State(state): State<AppState>, ws: WebSocketUpgrade) -> 
         .on_upgrade(move |socket| {
             let codec = Codec::from_subprotocol(socket.protocol().and_then(|p| p.to_str().ok()));
             sessions.track_future(async move {
-                session::run(node, chat, socket, codec).await;
+                session::run(node, chat, meetings, socket, codec).await;
                 drop(slot);
             })
         })

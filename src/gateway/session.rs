@@ -14,12 +14,13 @@ use crate::{
     auth::AuthError,
     chat::{self, Chat},
     errors::{CloseReason, ErrorCode, HubError},
+    meetings::Meetings,
     node::{Conn, Node},
     outbox::Batch,
     protocol::{salvage_id, Codec, ConnectReply, HistoryReply, Op, PresenceReply, PublishReply, Request, ServerMsg},
 };
 
-pub async fn run<S, E>(node: Arc<Node>, chat: Arc<Chat>, mut ws: S, codec: Codec)
+pub async fn run<S, E>(node: Arc<Node>, chat: Arc<Chat>, meetings: Arc<Meetings>, mut ws: S, codec: Codec)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
     E: std::error::Error + Send + Sync + 'static,
@@ -61,7 +62,7 @@ where
                     };
                     if let Some((frame_codec, bytes)) = payload {
                         let reply = if limiter.allow(node.now_ms()) {
-                            Box::pin(handle_frame(&node, &chat, &conn, frame_codec, &bytes)).await
+                            Box::pin(handle_frame(&node, &chat, &meetings, &conn, frame_codec, &bytes)).await
                         } else {
                             error_msg(salvage_id(frame_codec, &bytes), ErrorCode::RateLimited, "too many requests")
                         };
@@ -83,6 +84,7 @@ where
     if chat_device {
         Box::pin(chat.on_disconnect(&conn)).await;
     }
+    Box::pin(meetings.on_disconnect(&conn)).await;
 }
 
 /// Waits for a valid `connect` as the first frame; closes the socket on anything else.
@@ -112,12 +114,12 @@ where
     };
     let (frame_codec, bytes) = first;
     let (id, outcome) = match frame_codec.decode::<Request>(&bytes) {
-        Ok(Request { id, op: Op::Connect { token } }) => (Some(id), node.verifier.verify(&token).map_err(Some)),
+        Ok(Request { id, op: Op::Connect { token } }) => (Some(id), node.verifier.verify_token(&token).map_err(Some)),
         Ok(Request { id, .. }) => (Some(id), Err(None)),
         Err(_) => (salvage_id(frame_codec, &bytes), Err(None)),
     };
-    let claims = match outcome {
-        Ok(claims) => claims,
+    let (claims, rooms) = match outcome {
+        Ok(token) => token.split(),
         Err(e) => {
             let (code, reason, message) = match e {
                 Some(AuthError::Expired) => {
@@ -151,6 +153,7 @@ where
     }
     let expires_at = Some(claims.exp);
     let conn = node.register(claims, codec);
+    conn.set_room_grants(rooms);
     // A ban recorded between the check above and the registration closes this socket too.
     if node.is_banned(&conn.user) {
         conn.outbox.close(CloseReason::Banned);
@@ -170,13 +173,20 @@ where
 /// highest offset the reply carried).
 type Handled = (ServerMsg, Option<(String, u64)>);
 
-async fn handle_frame(node: &Arc<Node>, chat: &Chat, conn: &Arc<Conn>, frame_codec: Codec, bytes: &[u8]) -> Handled {
+async fn handle_frame(
+    node: &Arc<Node>,
+    chat: &Chat,
+    meetings: &Meetings,
+    conn: &Arc<Conn>,
+    frame_codec: Codec,
+    bytes: &[u8],
+) -> Handled {
     let request = match frame_codec.decode::<Request>(bytes) {
         Ok(r) => r,
         Err(e) => return decode_error(frame_codec, bytes, e),
     };
     let id = request.id;
-    match handle_op(node, chat, conn, request.op).await {
+    match handle_op(node, chat, meetings, conn, request.op).await {
         Ok((data, activate)) => (ServerMsg::Reply { id, data }, activate),
         Err(e) => (
             ServerMsg::Error {
@@ -193,21 +203,24 @@ async fn handle_frame(node: &Arc<Node>, chat: &Chat, conn: &Arc<Conn>, frame_cod
 async fn handle_op(
     node: &Arc<Node>,
     chat: &Chat,
+    meetings: &Meetings,
     conn: &Arc<Conn>,
     op: Op,
 ) -> Result<(Value, Option<(String, u64)>), HubError> {
     match op {
         Op::Connect { .. } => Err(HubError::new(ErrorCode::BadRequest, "already connected")),
         Op::Refresh { token } => {
-            let claims = node.verifier.verify(&token).map_err(|e| match e {
+            let token = node.verifier.verify_token(&token).map_err(|e| match e {
                 AuthError::Expired => HubError::new(ErrorCode::TokenExpired, "token expired"),
                 AuthError::Invalid(m) => HubError::new(ErrorCode::Unauthorized, m),
             })?;
-            if claims.sub != *conn.user {
+            if token.claims.sub != *conn.user {
                 return Err(HubError::new(ErrorCode::Unauthorized, "token is for another user"));
             }
-            let exp = claims.exp;
+            let exp = token.claims.exp;
+            let (claims, rooms) = token.split();
             conn.set_claims(claims);
+            conn.set_room_grants(rooms);
             Ok((serde_json::json!({ "expires_at": exp }), None))
         }
         Op::Subscribe { channel, since } => {
@@ -247,6 +260,15 @@ async fn handle_op(
             Ok((to_value(&HistoryReply::from(read)), None))
         }
         Op::Ping {} => Ok((Value::Object(Default::default()), None)),
+        meeting_op @ (Op::MeetingJoin(_)
+        | Op::MeetingLeave(_)
+        | Op::MeetingMute(_)
+        | Op::MeetingHostMute(_)
+        | Op::MeetingRemove(_)
+        | Op::MeetingLock(_)
+        | Op::MeetingEnd(_)
+        | Op::MeetingRaiseHand(_)
+        | Op::MeetingLowerHand(_)) => meetings.handle(conn, meeting_op).await,
         chat_op => Ok((chat.handle(conn, chat_op).await?, None)),
     }
 }

@@ -1,0 +1,285 @@
+//! Meetings (signaling only, no media yet) against the real binary: rooms made through the
+//! server API or a token grant, joins by grant and role, size and lock, host controls seen by
+//! the others, hands, leaving on socket close, ending from the API, in-meeting chat, bad input.
+
+mod common;
+
+use common::*;
+use hub::{
+    auth::{mint_hs256, now_secs, parse_room_grants, Claims, Token},
+    protocol::Codec,
+};
+use serde_json::{json, Value};
+
+/// A token for `sub` with meeting grants such as `"r1:host,r2:viewer"`.
+fn grant(sub: &str, rooms: &str) -> String {
+    let claims = Claims { sub: sub.into(), exp: now_secs() + 3600, role: None, channels: vec![] };
+    mint_hs256(SECRET, &Token { claims, rooms: parse_room_grants(rooms).unwrap() })
+}
+
+async fn joined(hub: &Hub, user: &str, rooms: &str) -> Client {
+    Client::connect_token(hub, &grant(user, rooms), Codec::Json).await
+}
+
+/// The next room event named `name` on `channel` (skipping join/leave and other events).
+async fn event(c: &mut Client, channel: &str, name: &str) -> Value {
+    loop {
+        let p = c.next_of("push", channel).await;
+        if p["event"] == name {
+            return p["data"].clone();
+        }
+    }
+}
+
+async fn api_delete(hub: &Hub, path: &str) -> (u16, Value) {
+    let res =
+        reqwest::Client::new().delete(hub.http(&format!("/api/v1{path}"))).bearer_auth(API_KEY).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+fn join(room: &str) -> Value {
+    json!({ "op": "meeting.join", "room": room })
+}
+
+#[tokio::test]
+async fn the_api_creates_lists_and_ends_rooms() {
+    let hub = Hub::start(&[]);
+    let body = json!({ "id": "standup", "name": "Daily", "max_participants": 3, "host": "alice" });
+    let (status, room) = hub.api_post("/rooms", body.clone()).await;
+    assert_eq!(status, 201, "{room}");
+    assert_eq!(room["id"], "standup");
+    assert_eq!(room["name"], "Daily");
+    assert_eq!(room["max_participants"], 3);
+    assert_eq!(room["locked"], false);
+    assert_eq!(room["participants"], json!([]));
+    let (status, again) = hub.api_post("/rooms", body).await;
+    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("room_exists")));
+    // Named by the hub when no id is given; expiry in the future.
+    let (status, unnamed) = hub.api_post("/rooms", json!({ "expires_in_secs": 600 })).await;
+    assert_eq!(status, 201);
+    assert!(unnamed["id"].as_str().unwrap().starts_with('r'));
+    assert!(unnamed["expires_at_ms"].as_u64().unwrap() > unnamed["created_at_ms"].as_u64().unwrap());
+    for bad in [
+        json!({ "max_participants": 0 }),
+        json!({ "id": "no spaces" }),
+        json!({ "id": "x", "colour": "red" }),
+        json!({ "expires_in_secs": 0 }),
+        json!({ "max_participants": "many" }),
+    ] {
+        let (status, e) = hub.api_post("/rooms", bad.clone()).await;
+        assert_eq!((status, e["error"]["code"].as_str()), (400, Some("bad_request")), "{bad}");
+    }
+
+    // The room's `host` option makes alice a host whatever her grant says.
+    let mut alice = joined(&hub, "alice", "standup:participant").await;
+    let reply = alice.ok(join("standup")).await;
+    assert_eq!(reply["role"], "host");
+    assert_eq!(reply["room"]["participants"][0]["user"], "alice");
+    let mut bob = joined(&hub, "bob", "standup:participant").await;
+    assert_eq!(bob.ok(join("standup")).await["role"], "participant");
+    assert_eq!(
+        event(&mut alice, "room:standup", "participant_joined").await,
+        json!({ "user": "alice", "role": "host" })
+    );
+    assert_eq!(
+        event(&mut alice, "room:standup", "participant_joined").await,
+        json!({ "user": "bob", "role": "participant" })
+    );
+
+    let (status, list) = hub.api_get("/rooms").await;
+    assert_eq!(status, 200);
+    let standup = list["rooms"].as_array().unwrap().iter().find(|r| r["id"] == "standup").unwrap().clone();
+    let users: Vec<&str> =
+        standup["participants"].as_array().unwrap().iter().map(|p| p["user"].as_str().unwrap()).collect();
+    assert_eq!(users, ["alice", "bob"]);
+    let (status, one) = hub.api_get("/rooms/standup").await;
+    assert_eq!((status, one["participants"].as_array().unwrap().len()), (200, 2));
+    let (status, e) = hub.api_get("/rooms/nowhere").await;
+    assert_eq!((status, e["error"]["code"].as_str()), (404, Some("not_found")));
+
+    // Lock and remove through the API, seen on the room's channel.
+    let (status, locked) = hub.api_post("/rooms/standup/lock", json!({})).await;
+    assert_eq!((status, &locked["locked"]), (200, &json!(true)));
+    assert_eq!(event(&mut bob, "room:standup", "lock_changed").await, json!({ "locked": true }));
+    let (status, _) = api_delete(&hub, "/rooms/standup/lock").await;
+    assert_eq!(status, 200);
+    assert_eq!(event(&mut bob, "room:standup", "lock_changed").await, json!({ "locked": false }));
+    let mut carol = joined(&hub, "carol", "standup:viewer").await;
+    assert_eq!(carol.ok(join("standup")).await["role"], "viewer");
+    let (status, after) = api_delete(&hub, "/rooms/standup/participants/carol").await;
+    assert_eq!((status, after["participants"].as_array().unwrap().len()), (200, 2));
+    assert_eq!(
+        event(&mut carol, "room:standup", "participant_left").await,
+        json!({ "user": "carol", "reason": "removed" })
+    );
+    assert_eq!(carol.err(join("standup")).await, "removed");
+    let (status, e) = api_delete(&hub, "/rooms/standup/participants/zed").await;
+    assert_eq!((status, e["error"]["code"].as_str()), (404, Some("unknown_participant")));
+
+    // Ending: everyone hears it, is detached, and the room is gone.
+    let (status, ended) = api_delete(&hub, "/rooms/standup").await;
+    assert_eq!((status, &ended["ended"]), (200, &json!("api")));
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(event(c, "room:standup", "room_ended").await, json!({ "reason": "api" }));
+    }
+    assert_eq!(alice.err(json!({ "op": "meeting.leave", "room": "standup" })).await, "not_found");
+    let (status, _) = hub.api_get("/rooms/standup").await;
+    assert_eq!(status, 404);
+    let (status, _) = api_delete(&hub, "/rooms/standup").await;
+    assert_eq!(status, 404);
+    // Detached: bob's socket is no longer subscribed to the room's channel.
+    assert_eq!(bob.err(json!({ "op": "unsubscribe", "channel": "room:standup" })).await, "not_subscribed");
+}
+
+#[tokio::test]
+async fn joins_follow_grants_size_and_lock() {
+    let hub = Hub::start(&[]);
+    let (status, _) = hub.api_post("/rooms", json!({ "id": "small", "max_participants": 2 })).await;
+    assert_eq!(status, 201);
+
+    let mut nogrant = joined(&hub, "nora", "other:host").await;
+    assert_eq!(nogrant.err(join("small")).await, "forbidden");
+    assert_eq!(nogrant.err(json!({ "op": "subscribe", "channel": "room:small" })).await, "forbidden");
+
+    let mut host = joined(&hub, "hana", "small:host,adhoc:host,shut:host").await;
+    assert_eq!(host.ok(join("small")).await["role"], "host");
+    let mut viewer = joined(&hub, "vic", "small:viewer").await;
+    let reply = viewer.ok(join("small")).await;
+    assert_eq!(reply["role"], "viewer");
+    assert_eq!(reply["room"]["participants"].as_array().unwrap().len(), 2);
+    let mut third = joined(&hub, "pat", "small:participant,shut:participant").await;
+    assert_eq!(third.err(join("small")).await, "room_full");
+    assert_eq!(host.err(join("small")).await, "already_joined");
+
+    // A grant for a room that does not exist creates it.
+    assert_eq!(host.ok(join("adhoc")).await["room"]["participants"][0]["user"], "hana");
+    let (status, adhoc) = hub.api_get("/rooms/adhoc").await;
+    assert_eq!((status, adhoc["participants"][0]["role"].as_str()), (200, Some("host")));
+
+    // Locked: only hosts join until a host unlocks.
+    let (status, _) = hub.api_post("/rooms", json!({ "id": "shut", "locked": true })).await;
+    assert_eq!(status, 201);
+    assert_eq!(third.err(join("shut")).await, "room_locked");
+    host.ok(join("shut")).await;
+    host.ok(json!({ "op": "meeting.lock", "room": "shut", "locked": false })).await;
+    assert_eq!(event(&mut host, "room:shut", "lock_changed").await, json!({ "locked": false, "by": "hana" }));
+    third.ok(join("shut")).await;
+
+    // Host controls from a non-host.
+    for op in [
+        json!({ "op": "meeting.lock", "room": "shut", "locked": true }),
+        json!({ "op": "meeting.remove", "room": "shut", "user": "hana" }),
+        json!({ "op": "meeting.host_mute", "room": "shut", "user": "hana" }),
+        json!({ "op": "meeting.end", "room": "shut" }),
+        json!({ "op": "meeting.lower_hand", "room": "shut", "user": "hana" }),
+    ] {
+        assert_eq!(third.err(op.clone()).await, "not_host", "{op}");
+    }
+    // Bad input: unknown room, not joined, malformed bodies; the socket lives on.
+    assert_eq!(third.err(json!({ "op": "meeting.raise_hand", "room": "ghost" })).await, "not_found");
+    assert_eq!(third.err(json!({ "op": "meeting.raise_hand", "room": "small" })).await, "not_in_room");
+    assert_eq!(third.err(json!({ "op": "meeting.lock", "room": "shut" })).await, "bad_request");
+    assert_eq!(third.err(json!({ "op": "meeting.join" })).await, "bad_request");
+    assert_eq!(third.err(json!({ "op": "meeting.join", "room": "bad room" })).await, "bad_request");
+    assert_eq!(third.err(json!({ "op": "meeting.offer", "room": "shut", "sdp": "v=0" })).await, "unknown_op");
+    assert_eq!(
+        third.err(json!({ "op": "meeting.mute", "room": "shut", "track": "t1", "muted": true })).await,
+        "unknown_track"
+    );
+    third.ok(json!({ "op": "ping" })).await;
+}
+
+#[tokio::test]
+async fn host_controls_and_hands_reach_everyone() {
+    let hub = Hub::start(&[]);
+    let mut alice = joined(&hub, "alice", "ctl:host").await;
+    let mut bob = joined(&hub, "bob", "ctl:participant").await;
+    let mut carol = joined(&hub, "carol", "ctl:participant").await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.ok(join("ctl")).await;
+    }
+    // bob's own channel carries what is for him alone.
+    bob.ok(json!({ "op": "subscribe", "channel": "user:bob" })).await;
+
+    bob.ok(json!({ "op": "meeting.raise_hand", "room": "ctl" })).await;
+    bob.ok(json!({ "op": "meeting.raise_hand", "room": "ctl" })).await;
+    for c in [&mut alice, &mut carol] {
+        assert_eq!(event(c, "room:ctl", "hand_raised").await, json!({ "user": "bob" }));
+    }
+    let (_, room) = hub.api_get("/rooms/ctl").await;
+    assert_eq!(room["hands"], json!(["bob"]));
+    alice.ok(json!({ "op": "meeting.lower_hand", "room": "ctl", "user": "bob" })).await;
+    for c in [&mut bob, &mut carol] {
+        assert_eq!(event(c, "room:ctl", "hand_lowered").await, json!({ "user": "bob", "by": "alice" }));
+    }
+    carol.ok(json!({ "op": "meeting.raise_hand", "room": "ctl" })).await;
+    carol.ok(json!({ "op": "meeting.lower_hand", "room": "ctl" })).await;
+    assert_eq!(event(&mut bob, "room:ctl", "hand_lowered").await, json!({ "user": "carol" }));
+
+    // Without media there are no tracks: a host mute of everything succeeds with nothing to say.
+    alice.ok(json!({ "op": "meeting.host_mute", "room": "ctl", "user": "bob" })).await;
+    assert_eq!(
+        alice.err(json!({ "op": "meeting.host_mute", "room": "ctl", "user": "zed" })).await,
+        "unknown_participant"
+    );
+
+    alice.ok(json!({ "op": "meeting.lock", "room": "ctl", "locked": true })).await;
+    assert_eq!(event(&mut carol, "room:ctl", "lock_changed").await, json!({ "locked": true, "by": "alice" }));
+
+    alice.ok(json!({ "op": "meeting.remove", "room": "ctl", "user": "bob" })).await;
+    assert_eq!(event(&mut bob, "user:bob", "removed").await, json!({ "by": "alice" }));
+    for c in [&mut bob, &mut carol] {
+        assert_eq!(event(c, "room:ctl", "participant_left").await, json!({ "user": "bob", "reason": "removed" }));
+    }
+    assert_eq!(bob.err(json!({ "op": "meeting.raise_hand", "room": "ctl" })).await, "not_in_room");
+    assert_eq!(bob.err(join("ctl")).await, "removed");
+
+    alice.ok(json!({ "op": "meeting.end", "room": "ctl" })).await;
+    assert_eq!(event(&mut carol, "room:ctl", "room_ended").await, json!({ "reason": "host", "by": "alice" }));
+    let (status, _) = hub.api_get("/rooms/ctl").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn closing_a_socket_leaves_and_chat_goes_over_the_room_channel() {
+    let hub = Hub::start(&[]);
+    let mut alice = joined(&hub, "alice", "cafe:host").await;
+    let mut bob = joined(&hub, "bob", "cafe:participant").await;
+    alice.ok(join("cafe")).await;
+    bob.ok(join("cafe")).await;
+    let chat = json!({ "op": "publish", "channel": "room:cafe", "event": "chat", "data": { "text": "can you see my screen?" } });
+    bob.ok(chat.clone()).await;
+    let push = loop {
+        let p = alice.next_of("push", "room:cafe").await;
+        if p["event"] == "chat" {
+            break p;
+        }
+    };
+    assert_eq!(push["data"]["text"], "can you see my screen?");
+    assert_eq!(push["from"], "bob");
+    let mut outsider = Client::connect(&hub, "eve").await;
+    assert_eq!(outsider.err(chat).await, "forbidden");
+
+    bob.ws.close(None).await.unwrap();
+    drop(bob);
+    assert_eq!(event(&mut alice, "room:cafe", "participant_left").await, json!({ "user": "bob", "reason": "left" }));
+    let (_, room) = hub.api_get("/rooms/cafe").await;
+    assert_eq!(room["participants"].as_array().unwrap().len(), 1);
+    // bob may come back on a new socket.
+    let mut again = joined(&hub, "bob", "cafe:participant").await;
+    again.ok(join("cafe")).await;
+    again.ok(json!({ "op": "meeting.leave", "room": "cafe" })).await;
+    assert_eq!(event(&mut alice, "room:cafe", "participant_left").await, json!({ "user": "bob", "reason": "left" }));
+}
+
+#[tokio::test]
+async fn the_dev_token_carries_room_grants() {
+    let hub = Hub::start(&["dev_mode=true"]);
+    let body: Value =
+        reqwest::get(hub.http("/dev/token?sub=zoe&rooms=r1:host,r2:viewer")).await.unwrap().json().await.unwrap();
+    assert_eq!(body["claims"]["rooms"], json!({ "r1": "host", "r2": "viewer" }));
+    let mut zoe = Client::connect_token(&hub, body["token"].as_str().unwrap(), Codec::Json).await;
+    assert_eq!(zoe.ok(join("r2")).await["role"], "viewer");
+    let res = reqwest::get(hub.http("/dev/token?sub=zoe&rooms=r1:owner")).await.unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+}
