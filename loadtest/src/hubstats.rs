@@ -97,3 +97,42 @@ impl HubApi {
         Ok(sum)
     }
 }
+
+/// One reading of the hubs' stats during a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Seconds since sampling started.
+    pub t: f64,
+    pub rss_bytes: u64,
+    pub publications: u64,
+    pub deliveries: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Reads the hubs' stats once a second until `stop` is set; the task returns the samples.
+pub fn sample_every_second(
+    api: std::sync::Arc<HubApi>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<Sample>> {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Ok(s) = api.stats().await {
+                        samples.push(Sample {
+                            t: start.elapsed().as_secs_f64(),
+                            rss_bytes: s.rss_bytes,
+                            publications: s.publications,
+                            deliveries: s.deliveries,
+                            cpu_seconds: s.cpu_seconds,
+                        });
+                    }
+                }
+                _ = stop.changed() => return samples,
+            }
+        }
+    })
+}

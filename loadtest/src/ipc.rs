@@ -41,6 +41,56 @@ pub struct WorkerPlan {
     pub read_buffer_bytes: usize,
     /// Tokio worker threads; 1 = current-thread runtime.
     pub threads: usize,
+    /// The chat scenario's share of this worker (absent for idle and fanout).
+    #[serde(default)]
+    pub chat: Option<ChatPlan>,
+}
+
+/// A worker's part of the chat scenario. Global socket `g` < `pairs` is side A of pair `g`,
+/// socket `pairs + p` is side B of pair `p`; side A connects to `urls`, side B to `peer_urls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatPlan {
+    pub pairs: u64,
+    /// Conversation (match) id of each of this worker's sockets, in socket order.
+    pub conversations: Vec<i64>,
+    /// User of side A of pair p is `{user_prefix}{p}a`, side B `{user_prefix}{p}b`.
+    pub user_prefix: String,
+    pub peer_urls: Vec<String>,
+    /// Only side A sends (side B only receives).
+    pub one_way: bool,
+    /// Messages per second of each sending socket, and how many at most.
+    pub per_sender_rate: f64,
+    pub per_sender_count: u64,
+    /// Sending sockets in all: sender i starts i / senders of a period late, so the total rate
+    /// is even.
+    pub senders: u64,
+    pub duration_ms: u64,
+    pub text_bytes: usize,
+}
+
+impl ChatPlan {
+    /// (pair, side A?) of global socket `g`.
+    pub fn slot(&self, g: u64) -> (u64, bool) {
+        if g < self.pairs {
+            (g, true)
+        } else {
+            (g - self.pairs, false)
+        }
+    }
+
+    pub fn user(&self, g: u64) -> String {
+        let (pair, a) = self.slot(g);
+        format!("{}{pair}{}", self.user_prefix, if a { 'a' } else { 'b' })
+    }
+
+    /// Index of socket `g` among the senders, when it sends.
+    pub fn sender_index(&self, g: u64) -> Option<u64> {
+        match self.slot(g) {
+            (pair, true) => Some(pair),
+            (pair, false) if !self.one_way => Some(self.pairs + pair),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +100,9 @@ pub enum Command {
     Report,
     /// Close every socket, send `Done`, exit.
     Stop,
+    /// Chat: start sending at this wall-clock time (µs since the epoch), the same for every
+    /// worker.
+    Go { start_us: u64 },
 }
 
 /// Counters a worker keeps; sent with every progress line.
@@ -61,6 +114,13 @@ pub struct Progress {
     pub received: u64,
     /// Sockets the server closed, or that dropped, after they were up.
     pub lost: u64,
+    /// Chat: messages sent, acknowledged, and refused with an error.
+    #[serde(default)]
+    pub sent: u64,
+    #[serde(default)]
+    pub acked: u64,
+    #[serde(default)]
+    pub refused: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,6 +152,37 @@ pub struct WorkerStats {
     /// Frames that were neither a publication nor an expected reply.
     pub unexpected: u64,
     pub cpu_seconds: f64,
+    /// Chat figures (the histogram above is then the delivery latency).
+    #[serde(default)]
+    pub chat: Option<ChatStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatStats {
+    /// Request → reply of `chat.send`, µs, encoded like `histogram`.
+    pub ack_histogram: String,
+    /// Error replies to `chat.send` by code.
+    pub errors: Vec<(String, u64)>,
+    /// Peer messages seen twice (same seq).
+    pub duplicates: u64,
+    /// Pushes on `user:` other than `message` (match, presence, ...).
+    pub other_pushes: u64,
+    /// Wall clock (µs since the epoch) of the last send and the last acknowledgement.
+    pub last_send_us: u64,
+    pub last_ack_us: u64,
+    /// One entry per socket of this worker.
+    pub sockets: Vec<SocketCounts>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SocketCounts {
+    pub g: u64,
+    pub sent: u64,
+    pub acked: u64,
+    /// Messages from the peer received as `message` pushes.
+    pub delivered: u64,
+    /// Its own messages pushed back on its own channel.
+    pub echoed: u64,
 }
 
 /// A latency histogram in µs: 1 µs to 60 s, 3 significant digits.
@@ -152,10 +243,33 @@ mod tests {
             server_closes: vec![(4002, 7)],
             unexpected: 0,
             cpu_seconds: 0.5,
+            chat: None,
         });
         let back: Event = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
         assert!(matches!(back, Event::Stats(s) if s.server_closes == [(4002, 7)]));
         let c: Command = serde_json::from_str(r#"{"cmd":"report"}"#).unwrap();
         assert!(matches!(c, Command::Report));
+        let go = serde_json::to_string(&Command::Go { start_us: 5 }).unwrap();
+        assert!(matches!(serde_json::from_str(&go).unwrap(), Command::Go { start_us: 5 }));
+    }
+
+    #[test]
+    fn chat_sockets_map_to_pairs_and_senders() {
+        let mut plan = ChatPlan {
+            pairs: 3,
+            conversations: vec![],
+            user_prefix: "u".into(),
+            peer_urls: vec![],
+            one_way: false,
+            per_sender_rate: 1.0,
+            per_sender_count: 1,
+            senders: 6,
+            duration_ms: 1,
+            text_bytes: 1,
+        };
+        assert_eq!((plan.user(1), plan.user(4)), ("u1a".to_string(), "u1b".to_string()));
+        assert_eq!((plan.slot(5), plan.sender_index(5)), ((2, false), Some(5)));
+        plan.one_way = true;
+        assert_eq!((plan.sender_index(2), plan.sender_index(3)), (Some(2), None));
     }
 }

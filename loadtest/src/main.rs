@@ -3,12 +3,16 @@
 //! - `idle`: hold N authenticated sockets; report the hub's resident memory per socket.
 //! - `fanout`: N subscribers over R channels, publishers at a paced rate; report deliveries/s,
 //!   end-to-end latency, the hub's CPU per delivered frame and its memory before and after.
+//! - `chat`: N matched pairs (made through the server API) sending `chat.send` at a paced total
+//!   rate; report the sender's ack latency, the delivery latency to the peer, messages/s, errors,
+//!   messages lost, and the hub's CPU and memory.
 //!
 //! One process may hold only so many open files and one source address only ~28k ephemeral
 //! ports, so the coordinator re-executes itself as hidden `worker` processes, each binding its
 //! sockets to 127.0.0.(2+k), and talks to them over stdin/stdout pipes (see `ipc`). Everything
 //! is bounded: every wait has a deadline, every loop a count and a time limit. Loopback only.
 
+mod chat;
 mod conn;
 mod fanout;
 mod hubstats;
@@ -43,6 +47,8 @@ enum Scenario {
     Idle(IdleArgs),
     /// N subscribers over R channels; publishers at a given rate; latency and hub CPU per frame.
     Fanout(FanoutArgs),
+    /// N matched pairs exchanging chat messages at a given rate; ack and delivery latency.
+    Chat(ChatArgs),
     /// Internal: one worker process (plan and commands on stdin, events on stdout).
     #[command(hide = true)]
     Worker,
@@ -57,7 +63,7 @@ pub struct Common {
     /// Hub HTTP base for /api/v1 (stats; API publishing); one per hub, figures are summed.
     #[arg(long = "api", value_delimiter = ',', default_value = "http://127.0.0.1:8000")]
     pub apis: Vec<String>,
-    /// Sockets to open (subscribers, in fanout).
+    /// Sockets to open (subscribers, in fanout; the chat scenario opens 2 × --pairs instead).
     #[arg(long, default_value_t = 1000)]
     pub connections: u64,
     /// Worker processes; default: one per --per-worker sockets.
@@ -143,12 +149,52 @@ pub struct FanoutArgs {
     pub channel_prefix: String,
 }
 
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// Side A of every pair connects to --url; --api lists every hub whose stats count.
+    #[command(flatten)]
+    pub common: Common,
+    /// Matched pairs: 2 × pairs sockets, each subscribed to its own `user:{id}`.
+    #[arg(long, default_value_t = 500)]
+    pub pairs: u64,
+    /// Hub WebSocket URL(s) for side B of every pair (default: --url). With another node of a
+    /// cluster, every message crosses nodes.
+    #[arg(long = "peer-url", value_delimiter = ',')]
+    pub peer_urls: Vec<String>,
+    /// Hub HTTP base where the matches are made (default: the first --api).
+    #[arg(long)]
+    pub match_api: Option<String>,
+    /// Matches created at once before the run.
+    #[arg(long, default_value_t = 32)]
+    pub setup_concurrency: usize,
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Only side A sends; side B only receives (default: both sides send).
+    #[arg(long)]
+    pub one_way: bool,
+    /// Bytes of text in each message.
+    #[arg(long, default_value_t = 100)]
+    pub text_bytes: usize,
+    /// Seconds to wait, after the last send, for acknowledgements and deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Users are PREFIX{pair}a and PREFIX{pair}b (default: "lt" + the time + "-", new users each
+    /// run).
+    #[arg(long)]
+    pub user_prefix: Option<String>,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.scenario {
         Scenario::Worker => worker::main(),
         Scenario::Idle(args) => runtime().and_then(|rt| rt.block_on(idle::run(args))),
         Scenario::Fanout(args) => runtime().and_then(|rt| rt.block_on(fanout::run(args))),
+        Scenario::Chat(args) => runtime().and_then(|rt| rt.block_on(chat::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -193,6 +239,7 @@ impl Common {
             lifetime_ms: connect_ms + ((self.settle * 2.0 + run_secs) * 1000.0) as u64 + 60_000,
             read_buffer_bytes: self.client_read_buffer,
             threads: self.worker_threads,
+            chat: None,
         }
     }
 }

@@ -93,6 +93,9 @@ impl WorkerPool {
             sum.failed += p.failed;
             sum.received += p.received;
             sum.lost += p.lost;
+            sum.sent += p.sent;
+            sum.acked += p.acked;
+            sum.refused += p.refused;
         }
         sum
     }
@@ -171,6 +174,13 @@ impl WorkerPool {
             if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
                 self.stdins[index] = None;
             }
+        }
+    }
+
+    /// Tells every worker to start sending at `start_us` (chat).
+    pub async fn go(&mut self, start_us: u64) {
+        for i in 0..self.children.len() {
+            self.send(i, &Command::Go { start_us }).await;
         }
     }
 
@@ -268,6 +278,7 @@ mod tests {
             lifetime_ms: 1,
             read_buffer_bytes: 1024,
             threads: 1,
+            chat: None,
         };
         let p = plans(19_001, 3, &template).unwrap();
         assert_eq!(p.iter().map(|w| w.count).sum::<u64>(), 19_001);

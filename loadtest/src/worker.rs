@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::chat::session::{self as chat, ChatState};
 use crate::conn::{self, Target};
 use crate::ipc::{self, Command, Event, Progress, WorkerPlan, WorkerStats};
 use crate::sys;
@@ -25,14 +26,19 @@ use crate::sys;
 const MAX_ERRORS: usize = 8;
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     connected: AtomicU64,
     subscribed: AtomicU64,
     failed: AtomicU64,
-    received: AtomicU64,
+    /// Publications received (fanout) or messages from the peer (chat).
+    pub(crate) received: AtomicU64,
     lost: AtomicU64,
-    unexpected: AtomicU64,
-    last_received_us: AtomicU64,
+    pub(crate) unexpected: AtomicU64,
+    pub(crate) last_received_us: AtomicU64,
+    /// Chat: messages sent, acknowledged, refused.
+    pub(crate) sent: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) refused: AtomicU64,
 }
 
 impl Counters {
@@ -43,16 +49,23 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
         }
     }
 }
 
-struct Shared {
-    plan: WorkerPlan,
+pub(crate) struct Shared {
+    pub(crate) plan: WorkerPlan,
     targets: Vec<Target>,
-    counters: Counters,
+    /// Chat: where side B of each pair connects.
+    peer_targets: Vec<Target>,
+    pub(crate) counters: Counters,
     per_channel: Vec<AtomicU32>,
-    histogram: Mutex<Histogram<u64>>,
+    /// End-to-end latency: of publications (fanout), of messages to the peer (chat).
+    pub(crate) histogram: Mutex<Histogram<u64>>,
+    pub(crate) chat: Option<ChatState>,
     server_closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<Vec<String>>,
 }
@@ -74,6 +87,7 @@ impl Shared {
             server_closes: self.server_closes.lock().expect("closes lock").iter().map(|(c, n)| (*c, *n)).collect(),
             unexpected: self.counters.unexpected.load(Ordering::Relaxed),
             cpu_seconds: sys::own_cpu_seconds() - cpu_start,
+            chat: self.chat.as_ref().map(|c| c.stats(self.plan.first)),
         }
     }
 }
@@ -106,9 +120,18 @@ async fn run(plan: WorkerPlan) -> anyhow::Result<()> {
     for url in &plan.urls {
         targets.push(Target::resolve(url).await?);
     }
+    let mut peer_targets = Vec::new();
+    for url in plan.chat.iter().flat_map(|c| &c.peer_urls) {
+        peer_targets.push(Target::resolve(url).await?);
+    }
+    if peer_targets.is_empty() {
+        peer_targets = targets.clone();
+    }
     let shared = Arc::new(Shared {
         per_channel: (0..plan.channels).map(|_| AtomicU32::new(0)).collect(),
+        chat: plan.chat.as_ref().map(|_| ChatState::new(plan.count)),
         targets,
+        peer_targets,
         counters: Counters::default(),
         histogram: Mutex::new(ipc::new_histogram()),
         server_closes: Mutex::new(BTreeMap::new()),
@@ -150,6 +173,11 @@ async fn run(plan: WorkerPlan) -> anyhow::Result<()> {
                 Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
                     Ok(Command::Report) => ipc::emit(&Event::Stats(shared.stats(cpu_start))),
                     Ok(Command::Stop) => break,
+                    Ok(Command::Go { start_us }) => {
+                        if let Some(chat) = &shared.chat {
+                            chat.go(start_us);
+                        }
+                    }
                     Err(e) => eprintln!("loadtest worker: bad command {line:?}: {e}"),
                 },
                 // The coordinator is gone: stop.
@@ -169,12 +197,38 @@ async fn run(plan: WorkerPlan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One socket's life: open (gated), then read until stopped or closed.
+/// How a socket's read loop ended.
+pub(crate) enum Ended {
+    /// The worker is stopping: close politely.
+    Stopped,
+    /// The server closed it with this code.
+    Closed(u16),
+    /// It dropped without a close frame.
+    Dropped,
+}
+
+/// One socket's life: open (gated), then read (and, in the chat scenario, send) until stopped
+/// or closed.
 async fn socket(shared: Arc<Shared>, g: u64, gate: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
     let plan = &shared.plan;
     let codec = plan.codec;
-    let target = &shared.targets[(g % shared.targets.len() as u64) as usize];
-    let channel = (plan.channels > 0).then(|| g % plan.channels);
+    // Fanout: socket g subscribes to channel g % channels. Chat: to its own user's channel,
+    // side A on `urls`, side B on `peer_urls`.
+    let fanout_channel = (plan.channels > 0 && plan.chat.is_none()).then(|| g % plan.channels);
+    let (target, user, channel) = match &plan.chat {
+        Some(chat) => {
+            let (pair, side_a) = chat.slot(g);
+            let list = if side_a { &shared.targets } else { &shared.peer_targets };
+            let user = chat.user(g);
+            let channel = format!("user:{user}");
+            (&list[(pair % list.len() as u64) as usize], user, Some(channel))
+        }
+        None => (
+            &shared.targets[(g % shared.targets.len() as u64) as usize],
+            format!("lt-{g}"),
+            fanout_channel.map(|c| format!("{}{c}", plan.channel_prefix)),
+        ),
+    };
     let opened = {
         let Ok(_permit) = gate.acquire().await else {
             return;
@@ -182,23 +236,18 @@ async fn socket(shared: Arc<Shared>, g: u64, gate: Arc<Semaphore>, mut stop: wat
         if *stop.borrow() {
             return;
         }
-        let token = conn::token(&plan.secret, format!("lt-{g}"), plan.token_ttl_secs);
+        let token = conn::token(&plan.secret, user.clone(), plan.token_ttl_secs);
+        let subscribes = channel.is_some();
         tokio::time::timeout(
             Duration::from_millis(plan.handshake_timeout_ms),
-            conn::open_session(
-                target,
-                Some(IpAddr::V4(plan.source_ip)),
-                codec,
-                plan.read_buffer_bytes,
-                token,
-                channel.map(|c| format!("{}{c}", plan.channel_prefix)),
-            ),
+            conn::open_session(target, Some(IpAddr::V4(plan.source_ip)), codec, plan.read_buffer_bytes, token, channel),
         )
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("handshake timed out")))
+        .map(|ws| (ws, subscribes))
     };
-    let mut ws = match opened {
-        Ok(ws) => ws,
+    let (mut ws, subscribed) = match opened {
+        Ok(x) => x,
         Err(e) => {
             shared.note_error(&e);
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -206,33 +255,45 @@ async fn socket(shared: Arc<Shared>, g: u64, gate: Arc<Semaphore>, mut stop: wat
         }
     };
     shared.counters.connected.fetch_add(1, Ordering::Relaxed);
-    if let Some(c) = channel {
-        shared.per_channel[c as usize].fetch_add(1, Ordering::Relaxed);
+    if subscribed {
         shared.counters.subscribed.fetch_add(1, Ordering::Relaxed);
     }
+    if let Some(c) = fanout_channel {
+        shared.per_channel[c as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    let ended = if shared.chat.is_some() {
+        chat::drive(&mut ws, &shared, g, &user, &mut stop).await
+    } else {
+        read_publications(&mut ws, &shared, &mut stop).await
+    };
+    match ended {
+        Ended::Stopped => conn::close(ws, Duration::from_secs(2)).await,
+        Ended::Closed(code) => {
+            *shared.server_closes.lock().expect("closes lock").entry(code).or_default() += 1;
+            shared.counters.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        Ended::Dropped => {
+            shared.counters.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Fanout: reads publications until stopped or closed.
+async fn read_publications(ws: &mut conn::Ws, shared: &Shared, stop: &mut watch::Receiver<bool>) -> Ended {
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(msg)) => {
                     if let Message::Close(frame) = &msg {
-                        let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
-                        *shared.server_closes.lock().expect("closes lock").entry(code).or_default() += 1;
-                        shared.counters.lost.fetch_add(1, Ordering::Relaxed);
-                        return;
+                        return Ended::Closed(frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005));
                     }
                     if let Some(bytes) = conn::frame_bytes(&msg) {
-                        on_frame(&shared, bytes);
+                        on_frame(shared, bytes);
                     }
                 }
-                Some(Err(_)) | None => {
-                    shared.counters.lost.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+                Some(Err(_)) | None => return Ended::Dropped,
             },
-            _ = stop.changed() => {
-                conn::close(ws, Duration::from_secs(2)).await;
-                return;
-            }
+            _ = stop.changed() => return Ended::Stopped,
         }
     }
 }
