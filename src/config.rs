@@ -406,8 +406,8 @@ impl Config {
         if chat.swipe_window.is_zero() || chat.super_like_window.is_zero() {
             return bad("chat.swipe_window", "swipe windows must be above 0");
         }
-        if chat.max_text_bytes == 0 || chat.max_text_bytes + 1024 > self.gateway.max_message_bytes {
-            return bad("chat.max_text_bytes", "must be above 0 and leave 1 KiB under gateway.max_message_bytes");
+        if chat.max_text_bytes == 0 {
+            return bad("chat.max_text_bytes", "must be above 0");
         }
         if chat.send_rate <= 0.0 {
             return bad("chat.send_rate", "must be above 0");

@@ -272,8 +272,10 @@ impl Chat {
         if s.client_id.is_empty() || s.client_id.len() > MAX_CLIENT_ID_LEN {
             return Err(bad(format!("client_id is 1-{MAX_CLIENT_ID_LEN} bytes")));
         }
-        if s.text.trim().is_empty() || s.text.len() > c.max_text_bytes {
-            return Err(bad(format!("text is 1-{} bytes and not blank", c.max_text_bytes)));
+        // The message travels as a push, which must fit in a frame with its envelope.
+        let max_text = c.max_text_bytes.min(self.node.config.gateway.max_message_bytes.saturating_sub(1024).max(1));
+        if s.text.trim().is_empty() || s.text.len() > max_text {
+            return Err(bad(format!("text is 1-{max_text} bytes and not blank")));
         }
         if let Some(a) = &s.attachment {
             check_attachment(a)?;
