@@ -25,6 +25,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
+    pub media: MediaConfig,
     /// Channel namespaces; a channel `ns:rest` uses namespace `ns`, a channel without `:` the one
     /// named "" (if configured).
     pub namespaces: Vec<NamespaceConfig>,
@@ -152,6 +153,44 @@ impl Default for StoreConfig {
     }
 }
 
+/// The media plane of meetings (`src/meetings/media.rs`, the `sfu` crate).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Off: meetings carry signaling only (SDP ops answer `media_unavailable`).
+    pub enabled: bool,
+    /// The one UDP address of all media (ICE multiplexing). A specific IP is the only one announced;
+    /// 0.0.0.0 announces every interface's address.
+    pub bind: SocketAddr,
+    /// Public IPs announced instead of the local ones (a 1:1 NAT in front of the node).
+    pub announced_ips: Vec<std::net::IpAddr>,
+    /// STUN/TURN servers handed to clients in the `meeting.join` reply (`ice_servers`), for
+    /// networks that block UDP to the hub (docs/operations.md#turn).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of a client's `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            enabled: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            announced_ips: Vec::new(),
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
 /// The dating-app chat (`src/chat/`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -250,6 +289,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
+            media: MediaConfig::default(),
             namespaces: Vec::new(),
         }
     }

@@ -58,6 +58,10 @@ pub enum ErrorCode {
     OwnTrack,
     InvalidSdp,
     UnexpectedAnswer,
+    /// Meetings: the media plane could not apply an SDP or candidate (pushed as an `error` event).
+    MediaFailed,
+    /// Meetings: this node runs without media (`media.enabled = false`, or its port could not be bound).
+    MediaUnavailable,
     Internal,
 }
 
@@ -98,6 +102,8 @@ impl ErrorCode {
             ErrorCode::OwnTrack => "own_track",
             ErrorCode::InvalidSdp => "invalid_sdp",
             ErrorCode::UnexpectedAnswer => "unexpected_answer",
+            ErrorCode::MediaFailed => "media_failed",
+            ErrorCode::MediaUnavailable => "media_unavailable",
             ErrorCode::Internal => "internal",
         }
     }

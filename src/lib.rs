@@ -154,7 +154,8 @@ pub async fn run_with(
         Arc::new(chat::events::ChannelEvents { node: node.clone(), channel: config.chat.offline_channel.clone() })
     };
     let chat = chat::Chat::new(node.clone(), chat_store, offline);
-    let meetings = meetings::Meetings::new(node.clone());
+    let media = if config.media.enabled { start_media(&config.media).await } else { None };
+    let meetings = meetings::Meetings::new(node.clone(), media);
     node.bus.start().await?;
     node.reload_bans().await?;
     let registry: Arc<dyn Registry> = match redis {
@@ -172,7 +173,8 @@ pub async fn run_with(
     let app = router(state.clone());
     tokio::spawn(gateway::run_heartbeats(node.clone()));
     tokio::spawn(reload_bans(Arc::downgrade(&node)));
-    tokio::spawn(meetings.run_timers());
+    tokio::spawn(meetings.clone().run_timers());
+    tokio::spawn(meetings.run_speakers());
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
     let drain_node = node.clone();
     // Small real-time frames go out at once; the session coalesces what is queued itself.
@@ -195,6 +197,23 @@ pub async fn run_with(
 }
 
 /// Heals a ban copy that missed a bus message (say, while Redis was away).
+/// The media plane of meetings on `config.bind`. A port that cannot be bound leaves the node without
+/// media (meetings still carry signaling; SDP ops answer `media_unavailable`), said loudly in the log.
+async fn start_media(config: &config::MediaConfig) -> Option<meetings::media::Media> {
+    let mut media = sfu::rtc::MediaConfig::new(config.bind);
+    media.announced_ips = config.announced_ips.clone();
+    match sfu::rtc::MediaNode::new(media).await {
+        Ok(node) => {
+            tracing::info!(udp = %node.local_addr(), "media listening");
+            Some(meetings::media::Media::new(node, config.ice_servers.clone()))
+        }
+        Err(e) => {
+            tracing::error!(bind = %config.bind, error = %e, "media port not bound: meetings run without media");
+            None
+        }
+    }
+}
+
 async fn reload_bans(node: std::sync::Weak<Node>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     tick.tick().await;

@@ -128,7 +128,7 @@ pub enum Op {
     ChatBlock(chat::UserRef),
     #[serde(rename = "chat.report")]
     ChatReport(chat::Report),
-    // ---- meetings (docs/protocol.md#meetings-signaling); media ops come with the media plane ----
+    // ---- meetings (docs/protocol.md#meetings) ----
     #[serde(rename = "meeting.join")]
     MeetingJoin(meeting::RoomRef),
     #[serde(rename = "meeting.leave")]
@@ -147,6 +147,46 @@ pub enum Op {
     MeetingRaiseHand(meeting::RoomRef),
     #[serde(rename = "meeting.lower_hand")]
     MeetingLowerHand(meeting::LowerHand),
+    #[serde(rename = "meeting.offer")]
+    MeetingOffer(meeting::Sdp),
+    #[serde(rename = "meeting.answer")]
+    MeetingAnswer(meeting::Sdp),
+    #[serde(rename = "meeting.candidate")]
+    MeetingCandidate(meeting::Candidate),
+    #[serde(rename = "meeting.publish")]
+    MeetingPublish(meeting::Publish),
+    #[serde(rename = "meeting.unpublish")]
+    MeetingUnpublish(meeting::TrackRef),
+    #[serde(rename = "meeting.subscribe")]
+    MeetingSubscribe(meeting::Subscribe),
+    #[serde(rename = "meeting.unsubscribe")]
+    MeetingUnsubscribe(meeting::Unsubscribe),
+}
+
+impl Op {
+    /// The meeting request this op is, or the op back when it is not one.
+    pub fn into_meeting(self) -> Result<signaling::ClientMsg, Op> {
+        use signaling::ClientMsg as M;
+        Ok(match self {
+            Op::MeetingJoin(m) => M::Join(m),
+            Op::MeetingLeave(m) => M::Leave(m),
+            Op::MeetingMute(m) => M::Mute(m),
+            Op::MeetingHostMute(m) => M::HostMute(m),
+            Op::MeetingRemove(m) => M::Remove(m),
+            Op::MeetingLock(m) => M::Lock(m),
+            Op::MeetingEnd(m) => M::End(m),
+            Op::MeetingRaiseHand(m) => M::RaiseHand(m),
+            Op::MeetingLowerHand(m) => M::LowerHand(m),
+            Op::MeetingOffer(m) => M::Offer(m),
+            Op::MeetingAnswer(m) => M::Answer(m),
+            Op::MeetingCandidate(m) => M::Candidate(m),
+            Op::MeetingPublish(m) => M::Publish(m),
+            Op::MeetingUnpublish(m) => M::Unpublish(m),
+            Op::MeetingSubscribe(m) => M::Subscribe(m),
+            Op::MeetingUnsubscribe(m) => M::Unsubscribe(m),
+            other => return Err(other),
+        })
+    }
 }
 
 /// Every op name, to tell `unknown_op` from `bad_request`.
@@ -180,6 +220,13 @@ pub const OP_NAMES: &[&str] = &[
     "meeting.end",
     "meeting.raise_hand",
     "meeting.lower_hand",
+    "meeting.offer",
+    "meeting.answer",
+    "meeting.candidate",
+    "meeting.publish",
+    "meeting.unpublish",
+    "meeting.subscribe",
+    "meeting.unsubscribe",
 ];
 
 /// What a client learns about another client (presence, join/leave, publisher).

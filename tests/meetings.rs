@@ -1,4 +1,4 @@
-//! Meetings (signaling only, no media yet) against the real binary: rooms made through the
+//! Meetings' signaling against the real binary (media: tests/meetings_media.rs): rooms made through the
 //! server API or a token grant, joins by grant and role, size and lock, host controls seen by
 //! the others, hands, leaving on socket close, ending from the API, in-meeting chat, bad input.
 
@@ -181,7 +181,8 @@ async fn joins_follow_grants_size_and_lock() {
     assert_eq!(third.err(json!({ "op": "meeting.lock", "room": "shut" })).await, "bad_request");
     assert_eq!(third.err(json!({ "op": "meeting.join" })).await, "bad_request");
     assert_eq!(third.err(json!({ "op": "meeting.join", "room": "bad room" })).await, "bad_request");
-    assert_eq!(third.err(json!({ "op": "meeting.offer", "room": "shut", "sdp": "v=0" })).await, "unknown_op");
+    assert_eq!(third.err(json!({ "op": "meeting.bogus", "room": "shut" })).await, "unknown_op");
+    assert_eq!(third.err(json!({ "op": "meeting.offer", "room": "shut", "sdp": "not an sdp" })).await, "invalid_sdp");
     assert_eq!(
         third.err(json!({ "op": "meeting.mute", "room": "shut", "track": "t1", "muted": true })).await,
         "unknown_track"

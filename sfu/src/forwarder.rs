@@ -231,6 +231,17 @@ impl Forwarder {
         self.muted
     }
 
+    /// Asks for a keyframe on every layer a subscriber waits for or receives (through the throttle):
+    /// after an unmute, whose subscribers wait for a switch point.
+    pub fn request_keyframes(&mut self, now_ms: u64) {
+        let mut layers: Vec<Layer> = self.subscribers.iter().filter_map(|s| s.rewriter.target()).collect();
+        layers.sort();
+        layers.dedup();
+        for layer in layers {
+            self.request_keyframe(layer, now_ms);
+        }
+    }
+
     /// A packet from the publisher, on simulcast layer `layer` ([`Layer::LOW`] without simulcast).
     pub fn on_rtp(&mut self, layer: Layer, packet: &Packet, now_ms: u64) {
         self.layer_ssrc[layer.index()] = Some(packet.header.ssrc);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sfu::rtc::{MediaConfig, MediaKind, MediaNode, PeerEvent, PeerId, TrackId};
+use sfu::rtc::{MediaConfig, MediaKind, MediaNode, PeerEvent, PeerId, PeerRole, TrackId};
 use sfu::Layer;
 use tokio::sync::mpsc;
 use webrtc::api::interceptor_registry::register_default_interceptors;
@@ -108,8 +108,8 @@ fn is_keyframe(payload: &[u8]) -> bool {
 async fn a_publisher_reaches_a_subscriber_until_muted() {
     let node = MediaNode::new(MediaConfig::new("127.0.0.1:0".parse().unwrap())).await.unwrap();
     assert!(node.local_addr().port() != 0);
-    let (sfu_a, mut events_a) = node.peer(PeerId(1)).await.unwrap();
-    let (sfu_b, _events_b) = node.peer(PeerId(2)).await.unwrap();
+    let (sfu_a, mut events_a) = node.peer(PeerId(1), PeerRole::Publisher).await.unwrap();
+    let (sfu_b, _events_b) = node.peer(PeerId(2), PeerRole::Subscriber).await.unwrap();
 
     // A publishes: its offer carries a VP8 track.
     let a = client().await;
@@ -147,7 +147,7 @@ async fn a_publisher_reaches_a_subscriber_until_muted() {
                         assert!(json.contains("127.0.0.1"), "{json}");
                         candidates += 1;
                     }
-                    PeerEvent::ConnectionState(_) => {}
+                    PeerEvent::ConnectionState(_) | PeerEvent::Estimate(_) => {}
                 },
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
@@ -174,7 +174,7 @@ async fn a_publisher_reaches_a_subscriber_until_muted() {
         let _ = b_tracks.send(remote);
         Box::pin(async {})
     }));
-    sfu_b.subscribe(track_id, Some(Layer::LOW)).await.unwrap();
+    sfu_b.subscribe(track_id, Some(Layer::LOW), "t1").await.unwrap();
     let offer = sfu_b.create_offer().await.unwrap();
     b.set_remote_description(RTCSessionDescription::offer(offer).unwrap()).await.unwrap();
     let answer = b.create_answer(None).await.unwrap();

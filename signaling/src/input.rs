@@ -105,6 +105,12 @@ pub enum Input {
     ActiveSpeaker {
         user: Option<UserId>,
     },
+    /// From the media plane: what `user`'s subscriber connection carries changed on its side (a
+    /// subscribed track began to flow and was added to the connection), so it needs an offer. A user
+    /// who has left is not an error.
+    Renegotiate {
+        user: UserId,
+    },
     /// Time passes: ends the room when it expires or has stayed empty too long. Call it at
     /// [`crate::Room::next_timeout`] (earlier or extra ticks are harmless).
     Tick,

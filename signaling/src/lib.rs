@@ -82,5 +82,5 @@ pub use room::{
     Room, RoomOptions, DEFAULT_EMPTY_TIMEOUT_MS, DEFAULT_MAX_PARTICIPANTS, DEFAULT_MAX_TRACKS_PER_PARTICIPANT,
     MAX_CID_BYTES, MAX_SDP_BYTES,
 };
-pub use simulcast::{Layer, LayerSelector};
+pub use simulcast::{Constraints, Layer, LayerSelector, LayerSwitch, SelectorConfig};
 pub use snapshot::{ParticipantInfo, RoomSnapshot, TrackInfo};

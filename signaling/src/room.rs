@@ -160,7 +160,7 @@ impl Room {
     pub fn handle(&mut self, input: Input, now_ms: u64) -> Result<Vec<Output>, RoomError> {
         if self.ended.is_some() {
             return match input {
-                Input::Tick | Input::ActiveSpeaker { .. } => Ok(Vec::new()),
+                Input::Tick | Input::ActiveSpeaker { .. } | Input::Renegotiate { .. } => Ok(Vec::new()),
                 _ => Err(RoomError::RoomEnded),
             };
         }
@@ -222,6 +222,11 @@ impl Room {
                 if known && self.active_speaker != user {
                     self.active_speaker = user.clone();
                     out.push(Output::Broadcast(RoomEvent::ActiveSpeaker { user }));
+                }
+            }
+            Input::Renegotiate { user } => {
+                if let Some(i) = self.index(&user) {
+                    self.renegotiate(i, &mut out);
                 }
             }
             Input::Tick => self.tick(now_ms, &mut out),

@@ -385,3 +385,22 @@ fn a_meeting_from_start_to_end() {
     assert_eq!(out.iter().filter(|o| matches!(o, Output::Detach { .. })).count(), 3);
     assert_eq!(out.last(), Some(&Output::Media(MediaCommand::CloseRoom)));
 }
+
+#[test]
+fn renegotiate_from_the_media_plane_offers_once_per_answer() {
+    let mut room = room();
+    join(&mut room, "alice", Role::Host);
+    join(&mut room, "bob", Role::Participant);
+    // Stable: the media plane's change gets an offer at once.
+    let out = ok(&mut room, Input::Renegotiate { user: u("bob") }, 0);
+    assert_eq!(offers(&out), [u("bob")]);
+    // An offer is out: folded into one more after the answer.
+    assert!(offers(&ok(&mut room, Input::Renegotiate { user: u("bob") }, 0)).is_empty());
+    assert!(offers(&ok(&mut room, Input::Renegotiate { user: u("bob") }, 0)).is_empty());
+    let out = ok(&mut room, Input::Answer { user: u("bob"), sdp: "answer".into() }, 0);
+    assert_eq!(offers(&out), [u("bob")]);
+    // A user who left, or an ended room: nothing to do, no error.
+    assert!(ok(&mut room, Input::Renegotiate { user: u("nobody") }, 0).is_empty());
+    ok(&mut room, Input::End { by: None }, 0);
+    assert_eq!(room.handle(Input::Renegotiate { user: u("bob") }, 0), Ok(Vec::new()));
+}

@@ -59,7 +59,8 @@ impl IntoResponse for ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadySubscribed | ErrorCode::NotSubscribed => StatusCode::CONFLICT,
             ErrorCode::RateLimited | ErrorCode::LimitExceeded | ErrorCode::SwipeLimit => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::MediaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::MediaFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut error = json!({ "code": self.0.code.as_str(), "message": self.0.message });

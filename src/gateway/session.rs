@@ -260,16 +260,10 @@ async fn handle_op(
             Ok((to_value(&HistoryReply::from(read)), None))
         }
         Op::Ping {} => Ok((Value::Object(Default::default()), None)),
-        meeting_op @ (Op::MeetingJoin(_)
-        | Op::MeetingLeave(_)
-        | Op::MeetingMute(_)
-        | Op::MeetingHostMute(_)
-        | Op::MeetingRemove(_)
-        | Op::MeetingLock(_)
-        | Op::MeetingEnd(_)
-        | Op::MeetingRaiseHand(_)
-        | Op::MeetingLowerHand(_)) => meetings.handle(conn, meeting_op).await,
-        chat_op => Ok((chat.handle(conn, chat_op).await?, None)),
+        other => match other.into_meeting() {
+            Ok(meeting) => meetings.handle(conn, meeting).await,
+            Err(chat_op) => Ok((chat.handle(conn, chat_op).await?, None)),
+        },
     }
 }
 

@@ -42,6 +42,8 @@ impl Hub {
         cmd.arg("--config").arg(format!("{root}/config/default.toml")).arg("--listen").arg("127.0.0.1:0");
         cmd.arg("--set").arg(format!("web_root=\"{root}/web-client\""));
         cmd.arg("--set").arg(format!("store.url=\"sqlite://{}\"", temp_path("hub.db").display()));
+        // Every test hub has its own media port.
+        cmd.arg("--set").arg("media.bind=\"127.0.0.1:0\"");
         for o in overrides {
             cmd.arg("--set").arg(o);
         }

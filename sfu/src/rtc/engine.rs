@@ -11,18 +11,21 @@ use webrtc::rtp_transceiver::rtp_codec::{
 use webrtc::rtp_transceiver::RTCPFeedback;
 use webrtc::sdp::extmap;
 
+use super::PeerRole;
+
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
     RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() }
 }
 
-pub(super) fn register_codecs(media: &mut MediaEngine) -> Result<(), webrtc::Error> {
-    let video_feedback = vec![
-        feedback("goog-remb", ""),
-        feedback("transport-cc", ""),
-        feedback("ccm", "fir"),
-        feedback("nack", ""),
-        feedback("nack", "pli"),
-    ];
+/// Publishers get transport-wide congestion control (they estimate their uplink from our feedback);
+/// subscribers get REMB only, so that they report their estimate of the downlink to us.
+pub(super) fn register_codecs(media: &mut MediaEngine, role: PeerRole) -> Result<(), webrtc::Error> {
+    let twcc = role == PeerRole::Publisher;
+    let mut video_feedback = vec![feedback("goog-remb", "")];
+    if twcc {
+        video_feedback.push(feedback("transport-cc", ""));
+    }
+    video_feedback.extend([feedback("ccm", "fir"), feedback("nack", ""), feedback("nack", "pli")]);
     let video = |mime: &str, fmtp: &str, payload_type| RTCRtpCodecParameters {
         capability: RTCRtpCodecCapability {
             mime_type: mime.to_owned(),
@@ -47,7 +50,7 @@ pub(super) fn register_codecs(media: &mut MediaEngine) -> Result<(), webrtc::Err
             clock_rate: 48_000,
             channels: 2,
             sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: vec![feedback("transport-cc", "")],
+            rtcp_feedback: if twcc { vec![feedback("transport-cc", "")] } else { Vec::new() },
         },
         payload_type: 111,
         ..Default::default()
@@ -55,7 +58,8 @@ pub(super) fn register_codecs(media: &mut MediaEngine) -> Result<(), webrtc::Err
     media.register_codec(opus, RTPCodecType::Audio)?;
 
     let extension = |uri: &str| RTCRtpHeaderExtensionCapability { uri: uri.to_owned() };
-    for uri in [extmap::SDES_MID_URI, extmap::TRANSPORT_CC_URI] {
+    let uris: &[&str] = if twcc { &[extmap::SDES_MID_URI, extmap::TRANSPORT_CC_URI] } else { &[extmap::SDES_MID_URI] };
+    for uri in uris {
         media.register_header_extension(extension(uri), RTPCodecType::Audio, None)?;
         media.register_header_extension(extension(uri), RTPCodecType::Video, None)?;
     }
@@ -67,10 +71,12 @@ pub(super) fn register_codecs(media: &mut MediaEngine) -> Result<(), webrtc::Err
 }
 
 /// `register_default_interceptors` without the NACK responder: the forwarders answer NACKs.
-pub(super) fn interceptors(mut registry: Registry) -> Registry {
+pub(super) fn interceptors(mut registry: Registry, role: PeerRole) -> Registry {
     registry.add(Box::new(Generator::builder()));
     registry = configure_rtcp_reports(registry);
-    registry.add(Box::new(twcc::sender::Sender::builder()));
-    registry.add(Box::new(twcc::receiver::Receiver::builder()));
+    if role == PeerRole::Publisher {
+        registry.add(Box::new(twcc::sender::Sender::builder()));
+        registry.add(Box::new(twcc::receiver::Receiver::builder()));
+    }
     registry
 }

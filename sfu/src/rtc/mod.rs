@@ -46,6 +46,7 @@ mod peer;
 mod track;
 
 pub use peer::Peer;
+pub use track::{layer_of_rid, LEVELS_KEPT};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -109,6 +110,8 @@ pub struct PublishedTrack {
     pub kind: MediaKind,
     /// As negotiated, e.g. "video/VP8".
     pub mime_type: String,
+    /// The client's id of the track: the track id of its `msid` (a browser's `MediaStreamTrack.id`).
+    pub client_id: String,
     /// The simulcast encoding, if the track has several.
     pub rid: Option<String>,
     pub ssrc: u32,
@@ -121,6 +124,19 @@ pub enum PeerEvent {
     ConnectionState(RTCPeerConnectionState),
     /// One encoding of a published track began; a simulcast track reports each of its encodings.
     TrackPublished(PublishedTrack),
+    /// The client's estimate of what it can receive (its REMB), in bits per second: on subscriber
+    /// connections, whenever the estimate changes.
+    Estimate(u64),
+}
+
+/// What a peer connection is for. Publisher connections negotiate transport-wide congestion control
+/// (the client estimates its uplink from our feedback); subscriber connections negotiate REMB
+/// instead, so that the client reports its downlink estimate ([`PeerEvent::Estimate`]), which the
+/// hub's layer choice reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    Publisher,
+    Subscriber,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +169,7 @@ pub struct MediaNode {
 
 struct NodeInner {
     api: API,
+    subscriber_api: API,
     mux: Arc<UDPMuxDefault>,
     local_addr: SocketAddr,
     event_capacity: usize,
@@ -212,17 +229,21 @@ impl MediaNode {
             settings.set_nat_1to1_ips(ips, RTCIceCandidateType::Host);
         }
 
-        let mut media = MediaEngine::default();
-        register_codecs(&mut media)?;
-        let registry = interceptors(Registry::new());
-        let api = APIBuilder::new()
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(settings)
-            .build();
+        let build = |role| -> Result<API, MediaError> {
+            let mut media = MediaEngine::default();
+            register_codecs(&mut media, role)?;
+            Ok(APIBuilder::new()
+                .with_media_engine(media)
+                .with_interceptor_registry(interceptors(Registry::new(), role))
+                .with_setting_engine(settings.clone())
+                .build())
+        };
+        let api = build(PeerRole::Publisher)?;
+        let subscriber_api = build(PeerRole::Subscriber)?;
         Ok(MediaNode {
             inner: Arc::new(NodeInner {
                 api,
+                subscriber_api,
                 mux,
                 local_addr,
                 event_capacity: config.event_capacity.max(1),
@@ -245,13 +266,29 @@ impl MediaNode {
         Ok(self.inner.track(track)?.received.load(Ordering::Acquire))
     }
 
+    /// The audio levels read from `track` since the last call (at most the latest
+    /// [`LEVELS_KEPT`]), with the node's time of each in ms ([`MediaNode::now_ms`]). Empty for video
+    /// and for audio whose client sends no RFC 6464 levels.
+    pub fn take_levels(&self, track: TrackId) -> Result<Vec<(u64, crate::AudioLevel)>, MediaError> {
+        Ok(lock(&self.inner.track(track)?.levels).drain(..).collect())
+    }
+
+    /// The node's monotonic clock, in ms.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+
     /// A new peer connection for participant `id`, and the channel of its events.
-    pub async fn peer(&self, id: PeerId) -> Result<(Peer, mpsc::Receiver<PeerEvent>), MediaError> {
+    pub async fn peer(&self, id: PeerId, role: PeerRole) -> Result<(Peer, mpsc::Receiver<PeerEvent>), MediaError> {
         let live = |peers: &HashMap<PeerId, Weak<PeerInner>>| peers.get(&id).is_some_and(|p| p.strong_count() > 0);
         if live(&lock(&self.inner.peers)) {
             return Err(MediaError::DuplicatePeer(id));
         }
-        let pc = self.inner.api.new_peer_connection(RTCConfiguration::default()).await?;
+        let api = match role {
+            PeerRole::Publisher => &self.inner.api,
+            PeerRole::Subscriber => &self.inner.subscriber_api,
+        };
+        let pc = api.new_peer_connection(RTCConfiguration::default()).await?;
         let (peer, events) = Peer::open(id, self.inner.clone(), pc);
         let mut peers = lock(&self.inner.peers);
         if live(&peers) {

@@ -2,7 +2,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub(super) struct PeerInner {
     pub(super) published: Mutex<HashMap<String, TrackId>>,
     subscriptions: Mutex<HashMap<TrackId, Subscription>>,
     pub(super) closed: AtomicBool,
+    /// The last REMB estimate reported, in bps.
+    estimate: Arc<AtomicU64>,
 }
 
 struct Subscription {
@@ -64,6 +66,7 @@ impl Peer {
             published: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            estimate: Arc::new(AtomicU64::new(0)),
         });
         install_handlers(&inner);
         (Peer { inner }, rx)
@@ -104,18 +107,16 @@ impl Peer {
         Ok(())
     }
 
-    /// Sends `track` to this peer, from `layer` on (`None`: paused). Takes effect after the next offer
+    /// Sends `track` to this peer, from `layer` on (`None`: paused), named `label` in the SDP (both
+    /// the stream and the track id of its `msid`). Takes effect after the next offer
     /// ([`Peer::create_offer`]) is answered.
-    pub async fn subscribe(&self, track: TrackId, layer: Option<Layer>) -> Result<(), MediaError> {
+    pub async fn subscribe(&self, track: TrackId, layer: Option<Layer>, label: &str) -> Result<(), MediaError> {
         let published = self.inner.node.track(track)?;
         if lock(&self.inner.subscriptions).contains_key(&track) {
             return Err(MediaError::AlreadySubscribed(track));
         }
-        let local = Arc::new(TrackLocalStaticRTP::new(
-            published.capability.clone(),
-            format!("t{}", track.0),
-            format!("p{}", published.publisher.0),
-        ));
+        let local =
+            Arc::new(TrackLocalStaticRTP::new(published.capability.clone(), label.to_owned(), label.to_owned()));
         let sender = self.inner.pc.add_track(local.clone() as Arc<dyn TrackLocal + Send + Sync>).await?;
         let ssrc = sender.get_parameters().await.encodings.first().map_or(0, |e| e.ssrc);
         let subscriber = SubscriberId(self.inner.node.next_id());
@@ -137,7 +138,8 @@ impl Peer {
             cancelled,
             node.clone(),
         ));
-        tokio::spawn(read_subscriber_rtcp(sender.clone(), Arc::downgrade(&published), subscriber, node));
+        let estimates = (self.inner.events.clone(), self.inner.estimate.clone());
+        tokio::spawn(read_subscriber_rtcp(sender.clone(), Arc::downgrade(&published), subscriber, node, estimates));
         let subscription =
             Subscription { subscriber, sender, track: Arc::downgrade(&published), start, _cancel: cancel };
         let raced = {
@@ -193,7 +195,13 @@ impl Peer {
         if published.publisher != self.inner.id {
             return Err(MediaError::NotPublisher(track));
         }
-        let (_, actions) = published.feed(|f| f.set_muted(muted));
+        let now = self.inner.node.now_ms();
+        let (_, actions) = published.feed(|f| {
+            f.set_muted(muted);
+            if !muted {
+                f.request_keyframes(now);
+            }
+        });
         published.perform(actions).await;
         Ok(())
     }

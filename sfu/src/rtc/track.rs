@@ -1,12 +1,13 @@
 //! A published track: its forwarder, the tasks that read the publisher's RTP and the subscribers'
 //! RTCP into it, and the writes its output asks for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtp::packet::Packet;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -17,9 +18,9 @@ use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
 
-use super::peer::{emit, PeerInner};
+use super::peer::{emit, EventSink, PeerInner};
 use super::{lock, MediaKind, NodeInner, PeerEvent, PeerId, PublishedTrack, TrackId};
-use crate::{Codec, Forwarder, ForwarderConfig, Layer, Output, SubscriberId};
+use crate::{AudioLevel, Codec, Forwarder, ForwarderConfig, Layer, Output, SubscriberId};
 
 /// A published track: its forwarder and the outgoing tracks of its subscribers.
 pub(super) struct Published {
@@ -31,7 +32,13 @@ pub(super) struct Published {
     /// RTP packets read from the publisher and fed to the forwarder, all encodings.
     pub(super) received: AtomicU64,
     pub(super) sinks: Mutex<HashMap<SubscriberId, Arc<TrackLocalStaticRTP>>>,
+    /// Audio levels read since the hub last took them, oldest first, with the node's time.
+    pub(super) levels: Mutex<VecDeque<(u64, AudioLevel)>>,
 }
+
+/// How many audio levels a track keeps for the hub (about 2 s of 20 ms packets); older ones are
+/// dropped when the hub takes them less often.
+pub const LEVELS_KEPT: usize = 100;
 
 /// What a forwarder's output asks for, taken out of the lock to be done with `.await`.
 pub(super) enum Action {
@@ -42,6 +49,11 @@ pub(super) enum Action {
 impl Published {
     /// Feeds the forwarder under its lock and drains its output into what to do once it is released.
     pub(super) fn feed<R>(&self, f: impl FnOnce(&mut Forwarder) -> R) -> (R, Vec<Action>) {
+        self.feed_at(0, f)
+    }
+
+    /// [`Published::feed`] at the node's time `now_ms`, which stamps the audio levels it yields.
+    pub(super) fn feed_at<R>(&self, now_ms: u64, f: impl FnOnce(&mut Forwarder) -> R) -> (R, Vec<Action>) {
         let mut forwarder = lock(&self.forwarder);
         let result = f(&mut forwarder);
         let sinks = lock(&self.sinks);
@@ -54,7 +66,13 @@ impl Published {
                     }
                 }
                 Output::KeyframeRequest(request) => actions.push(Action::Rtcp(request.to_rtcp(0))),
-                Output::AudioLevel(_) => {}
+                Output::AudioLevel(level) => {
+                    let mut levels = lock(&self.levels);
+                    if levels.len() == LEVELS_KEPT {
+                        levels.pop_front();
+                    }
+                    levels.push_back((now_ms, level));
+                }
             }
         }
         (result, actions)
@@ -109,6 +127,7 @@ pub(super) async fn on_remote_track(peer: Arc<PeerInner>, remote: Arc<TrackRemot
                     forwarder: Mutex::new(Forwarder::new(config)),
                     received: AtomicU64::new(0),
                     sinks: Mutex::new(HashMap::new()),
+                    levels: Mutex::new(VecDeque::new()),
                 })
             })
             .clone();
@@ -116,11 +135,12 @@ pub(super) async fn on_remote_track(peer: Arc<PeerInner>, remote: Arc<TrackRemot
     };
     let kind = if remote.kind() == RTPCodecType::Audio { MediaKind::Audio } else { MediaKind::Video };
     let rid = Some(remote.rid().to_owned()).filter(|r| !r.is_empty());
+    let client_id = remote.id();
     let node = peer.node.clone();
     let events = peer.events.clone();
     drop(peer);
     tokio::spawn(read_publisher_rtp(remote.clone(), layer, published, node));
-    let event = PublishedTrack { track, kind, mime_type: capability.mime_type, rid, ssrc: remote.ssrc() };
+    let event = PublishedTrack { track, kind, mime_type: capability.mime_type, client_id, rid, ssrc: remote.ssrc() };
     emit(&events, PeerEvent::TrackPublished(event)).await;
 }
 
@@ -128,23 +148,26 @@ pub(super) async fn on_remote_track(peer: Arc<PeerInner>, remote: Arc<TrackRemot
 async fn read_publisher_rtp(remote: Arc<TrackRemote>, layer: Layer, published: Arc<Published>, node: Arc<NodeInner>) {
     while let Ok((packet, _)) = remote.read_rtp().await {
         let now = node.now_ms();
-        let (_, actions) = published.feed(|f| f.on_rtp(layer, &packet, now));
+        let (_, actions) = published.feed_at(now, |f| f.on_rtp(layer, &packet, now));
         published.received.fetch_add(1, Ordering::Release);
         published.perform(actions).await;
     }
 }
 
 /// Reads a subscription's RTCP (its receiver's NACKs and keyframe requests) into the forwarder, until
-/// the sender stops or the track is gone.
+/// the sender stops or the track is gone; REMB estimates go to the subscriber's events when they change.
 pub(super) async fn read_subscriber_rtcp(
     sender: Arc<RTCRtpSender>,
     published: Weak<Published>,
     subscriber: SubscriberId,
     node: Arc<NodeInner>,
+    estimates: (EventSink, Arc<AtomicU64>),
 ) {
+    let (events, last_estimate) = estimates;
     while let Ok((packets, _)) = sender.read_rtcp().await {
         let Some(published) = published.upgrade() else { return };
         let now = node.now_ms();
+        let mut estimate = None;
         let (_, actions) = published.feed(|f| {
             for packet in &packets {
                 let any = packet.as_any();
@@ -152,15 +175,22 @@ pub(super) async fn read_subscriber_rtcp(
                     let _ = f.on_nack(subscriber, nack, now);
                 } else if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                     let _ = f.on_pli(subscriber, now);
+                } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    estimate = Some(remb.bitrate as u64);
                 }
             }
         });
         published.perform(actions).await;
+        // Every subscription of a connection reads the same REMB: report it once.
+        if let Some(bps) = estimate.filter(|&bps| last_estimate.swap(bps, Ordering::AcqRel) != bps) {
+            emit(&events, PeerEvent::Estimate(bps)).await;
+        }
     }
 }
 
-/// The rids browsers use for simulcast, lowest first; an unknown or absent rid is the lowest layer.
-fn layer_of_rid(rid: &str) -> Layer {
+/// The rids browsers use for simulcast, lowest first ("q", "h", "f", or "0", "1", "2"); an unknown or
+/// absent rid is the lowest layer.
+pub fn layer_of_rid(rid: &str) -> Layer {
     match rid {
         "h" | "1" => Layer::MID,
         "f" | "2" => Layer::HIGH,
