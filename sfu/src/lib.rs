@@ -19,6 +19,7 @@
 //! The choice of a subscriber's simulcast layer (from bandwidth, viewport, policy) is made elsewhere
 //! and given to [`forwarder::Forwarder::set_target_layer`]; this crate carries out the switch.
 
+pub mod audio;
 pub mod audio_level;
 pub mod codec;
 pub mod forwarder;
@@ -27,6 +28,7 @@ pub mod nack;
 pub mod rewrite;
 pub mod rtc;
 
+pub use audio::{AudioMixer, LevelConfig, LevelSource, MixerConfig};
 pub use audio_level::{ActiveSpeaker, AudioLevel, LoudnessMeter, SpeakerConfig};
 pub use codec::Codec;
 pub use forwarder::{AddSubscriberError, Forwarder, ForwarderConfig, Output, UnknownSubscriber};
