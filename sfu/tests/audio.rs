@@ -248,6 +248,38 @@ fn the_mix_of_two_tones_carries_both_in_continuous_rtp() {
 }
 
 #[test]
+fn a_stereo_mix_carries_both_tones_on_both_channels() {
+    let mut mixer =
+        AudioMixer::new(MixerConfig { stereo: true, bitrate_bps: 64_000, ..MixerConfig::new(8, 111) }).unwrap();
+    mixer.add_source(1).unwrap();
+    mixer.add_source(2).unwrap();
+    let (mut a, mut b) = (Publisher::new(1, 0), Publisher::new(2, 0));
+    let mut out = Vec::new();
+    for tick in 0..40u64 {
+        mixer.on_rtp(&1, &a.tone(440.0, 0.25)).unwrap();
+        mixer.on_rtp(&2, &b.tone(1_250.0, 0.25)).unwrap();
+        out.extend(mix_due(&mut mixer, tick * 20));
+    }
+    assert_eq!(out.len(), 39);
+    assert_continuous(&out, 8);
+    let mut decoder = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Stereo).unwrap();
+    let mut buf = vec![0i16; 2 * 5_760];
+    let mut pcm = Vec::new();
+    for p in &out {
+        assert_eq!(opus::packet::get_nb_channels(&p.payload).unwrap(), opus::Channels::Stereo);
+        let n = decoder.decode(&p.payload, &mut buf, false).unwrap();
+        pcm.extend_from_slice(&buf[..2 * n]);
+    }
+    for channel in 0..2 {
+        let samples: Vec<i16> = pcm.iter().skip(channel).step_by(2).copied().collect();
+        let window = &samples[10 * 960..30 * 960];
+        assert!(amplitude_at(window, 440.0) > 0.15, "channel {channel}");
+        assert!(amplitude_at(window, 1_250.0) > 0.15, "channel {channel}");
+        assert!(amplitude_at(window, 3_000.0) < 0.02, "channel {channel}");
+    }
+}
+
+#[test]
 fn a_source_that_stops_does_not_stall_the_mix() {
     let mut mixer = AudioMixer::new(MixerConfig::new(9, 111)).unwrap();
     mixer.add_source(1).unwrap();
