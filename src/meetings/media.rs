@@ -79,6 +79,10 @@ struct UserMedia {
     subs: HashMap<TrackId, Sub>,
     /// The subscriber connection's last REMB, in bps.
     estimate_bps: Option<u64>,
+    /// Whether a track was ever added to the subscriber connection: until then an offer would have
+    /// no media section, and is held back (`offer_held`) until the first track flows.
+    carried: bool,
+    offer_held: bool,
 }
 
 struct TrackMedia {
@@ -180,10 +184,12 @@ impl RoomMedia {
                 let Some(peer) = self.peer(media, room, conns, &user, PeerTarget::Subscriber, new_peers).await else {
                     return;
                 };
-                match peer.create_offer().await {
-                    Ok(offer) => self.send(&user, room, "offer", json!({"room": room, "sdp": offer})),
-                    Err(e) => self.fail(&user, room, format!("could not create an offer: {e}")),
+                if let Some(u) = self.users.get_mut(&user).filter(|u| !u.carried) {
+                    // Nothing flows yet: this offer goes out with the first track (`track_flowing`).
+                    u.offer_held = true;
+                    return;
                 }
+                self.offer(&user, room, &peer).await;
             }
             MediaCommand::ApplyAnswer { user, sdp } => {
                 let Some(peer) = self.users.get(&user).and_then(|u| u.subscriber.clone()) else { return };
@@ -268,6 +274,8 @@ impl RoomMedia {
             subscriber: None,
             subs: HashMap::new(),
             estimate_bps: None,
+            carried: false,
+            offer_held: false,
         });
         let slot = match target {
             PeerTarget::Publisher => &mut u.publisher,
@@ -292,6 +300,13 @@ impl RoomMedia {
                 push_error(&conn, room, format!("no peer connection: {e}"));
                 None
             }
+        }
+    }
+
+    async fn offer(&self, user: &UserId, room: &RoomId, peer: &Peer) {
+        match peer.create_offer().await {
+            Ok(offer) => self.send(user, room, "offer", json!({"room": room, "sdp": offer})),
+            Err(e) => self.fail(user, room, format!("could not create an offer: {e}")),
         }
     }
 
@@ -365,6 +380,7 @@ impl RoomMedia {
         match peer.subscribe(id, layer, track.as_str()).await {
             Ok(()) => {
                 sub.attached = true;
+                u.carried = true;
                 true
             }
             Err(e) => {
@@ -418,8 +434,16 @@ impl RoomMedia {
     }
 
     /// A track (or one more of its simulcast encodings) began to flow on `user`'s publisher
-    /// connection `peer`: attach it to the subscriptions waiting for it.
-    pub async fn track_flowing(&mut self, user: &UserId, peer: PeerId, t: PublishedTrack, now_ms: u64) -> FollowUp {
+    /// connection `peer`: attach it to the subscriptions waiting for it. Held offers go out now;
+    /// the other subscribers are for the room to renegotiate.
+    pub async fn track_flowing(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        peer: PeerId,
+        t: PublishedTrack,
+        now_ms: u64,
+    ) -> FollowUp {
         let mut follow = FollowUp::default();
         let current = self.users.get(user).and_then(|u| u.publisher.as_ref()).map(Peer::id);
         if current != Some(peer) {
@@ -461,8 +485,13 @@ impl RoomMedia {
             .map(|(who, _)| who.clone())
             .collect();
         for who in waiting {
-            if self.attach(&who, &track, now_ms).await {
-                follow.renegotiate.push(who);
+            if !self.attach(&who, &track, now_ms).await {
+                continue;
+            }
+            let held = self.users.get_mut(&who).map(|u| std::mem::take(&mut u.offer_held)).unwrap_or(false);
+            match self.users.get(&who).and_then(|u| u.subscriber.clone()) {
+                Some(peer) if held => self.offer(&who, room, &peer).await,
+                _ => follow.renegotiate.push(who),
             }
         }
         follow

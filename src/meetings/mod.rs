@@ -367,7 +367,7 @@ impl Meetings {
             PeerEvent::TrackPublished(track) => {
                 let Ok(slot) = self.slot(room) else { return };
                 let mut entry = slot.lock().await;
-                let follow = entry.media.track_flowing(user, peer, track, media.node.now_ms()).await;
+                let follow = entry.media.track_flowing(room, user, peer, track, media.node.now_ms()).await;
                 for who in follow.renegotiate {
                     if let Err(e) = self.apply(room, &mut entry, Input::Renegotiate { user: who }, now_ms()).await {
                         tracing::debug!(%room, error = %e, "renegotiate");

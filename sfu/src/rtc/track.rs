@@ -164,11 +164,18 @@ pub(super) async fn read_subscriber_rtcp(
     estimates: (EventSink, Arc<AtomicU64>),
 ) {
     let (events, last_estimate) = estimates;
+    let mut first = true;
     while let Ok((packets, _)) = sender.read_rtcp().await {
         let Some(published) = published.upgrade() else { return };
         let now = node.now_ms();
         let mut estimate = None;
         let (_, actions) = published.feed(|f| {
+            if std::mem::take(&mut first) {
+                // The subscriber's first RTCP: its transport is up now. Packets sent before (the
+                // first keyframe among them) may have arrived before it could decrypt them, so it
+                // gets a keyframe now (through the throttle).
+                let _ = f.on_pli(subscriber, now);
+            }
             for packet in &packets {
                 let any = packet.as_any();
                 if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
