@@ -44,17 +44,7 @@ pub(super) fn register_codecs(media: &mut MediaEngine, role: PeerRole) -> Result
     ] {
         media.register_codec(codec, RTPCodecType::Video)?;
     }
-    let opus = RTCRtpCodecParameters {
-        capability: RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48_000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: if twcc { vec![feedback("transport-cc", "")] } else { Vec::new() },
-        },
-        payload_type: 111,
-        ..Default::default()
-    };
+    let opus = RTCRtpCodecParameters { capability: opus_capability(role), payload_type: 111, ..Default::default() };
     media.register_codec(opus, RTPCodecType::Audio)?;
 
     let extension = |uri: &str| RTCRtpHeaderExtensionCapability { uri: uri.to_owned() };
@@ -68,6 +58,18 @@ pub(super) fn register_codecs(media: &mut MediaEngine, role: PeerRole) -> Result
         media.register_header_extension(extension(uri), RTPCodecType::Video, None)?;
     }
     Ok(())
+}
+
+/// Opus as the node negotiates it with a connection of `role` (also the codec of a room mix, which
+/// only subscriber connections receive).
+pub(super) fn opus_capability(role: PeerRole) -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: if role == PeerRole::Publisher { vec![feedback("transport-cc", "")] } else { Vec::new() },
+    }
 }
 
 /// `register_default_interceptors` without the NACK responder: the forwarders answer NACKs.

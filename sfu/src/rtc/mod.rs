@@ -35,16 +35,29 @@
 //! - **Shutdown.** Closing a peer unpublishes its tracks, leaves its subscriptions and closes its
 //!   connection: its reading tasks end as their tracks and senders stop. A subscriber of a track whose
 //!   publisher left keeps a silent track until the hub calls [`Peer::unsubscribe`] and renegotiates.
-//! - Audio levels are not reported yet (the forwarder's [`Output::AudioLevel`](crate::Output) is
-//!   dropped here).
+//! - **Audio levels.** Each packet of a published audio track read while it is not muted gets a level
+//!   from a [`LevelSource`](crate::audio::LevelSource): its RFC 6464 extension if the publisher
+//!   negotiated one, else its decoded Opus payload (rate-bounded). The latest [`LEVELS_KEPT`] wait
+//!   for [`MediaNode::take_levels`]. The forwarder is given no extension id, so nothing counts twice.
+//! - **Room mix.** [`MediaNode::create_mix`] makes an [`AudioMixer`](crate::audio::AudioMixer) ticked
+//!   every 20 ms by its own task, which writes its Opus packets to one outgoing track shared by every
+//!   listener ([`Peer::subscribe_mix`], each under its own label; `TrackLocalStaticRTP` rewrites SSRC
+//!   and payload type per listener, the mixer's sequence numbers and timestamps pass unchanged).
+//!   Published audio added with [`MediaNode::mix_add_track`] feeds the mixer from the same reading
+//!   task as its forwarder, while not muted. A mix sums at most [`MAX_MIX_SOURCES`] tracks; closing a
+//!   publisher's peer removes its tracks from every mix; a listener of a closed mix keeps a silent
+//!   track until [`Peer::unsubscribe_mix`] and a renegotiation.
 //!
 //! Files: this one (the node, its configuration, names and events), [`Peer`] in `peer`, the
-//! published track and its reading tasks in `track`, codecs and interceptors in `engine`.
+//! published track and its reading tasks in `track`, the room mix in `mix`, codecs and interceptors
+//! in `engine`.
 
 mod engine;
+mod mix;
 mod peer;
 mod track;
 
+pub use mix::{MixId, MAX_MIX_SOURCES};
 pub use peer::Peer;
 pub use track::{layer_of_rid, LEVELS_KEPT};
 
@@ -67,7 +80,9 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
+use crate::audio::MixerError;
 use engine::{interceptors, register_codecs};
+use mix::Mix;
 use peer::PeerInner;
 use track::Published;
 
@@ -159,6 +174,22 @@ pub enum MediaError {
     NotSubscribed(TrackId),
     #[error("no local description")]
     NoLocalDescription,
+    #[error("no mix {0:?}")]
+    UnknownMix(MixId),
+    #[error("track {0:?} is not audio")]
+    NotAudio(TrackId),
+    #[error("track {0:?} is already in the mix")]
+    AlreadyMixed(TrackId),
+    #[error("track {0:?} is not in the mix")]
+    NotMixed(TrackId),
+    #[error("mix {0:?} has {MAX_MIX_SOURCES} tracks already")]
+    MixFull(MixId),
+    #[error("already listening to {0:?}")]
+    AlreadyListening(MixId),
+    #[error("not listening to {0:?}")]
+    NotListening(MixId),
+    #[error("audio codec: {0}")]
+    Mixer(MixerError),
 }
 
 /// The media side of one process. Cheap to clone.
@@ -177,6 +208,7 @@ struct NodeInner {
     next_id: AtomicU64,
     peers: Mutex<HashMap<PeerId, Weak<PeerInner>>>,
     tracks: Mutex<HashMap<TrackId, Arc<Published>>>,
+    mixes: Mutex<HashMap<MixId, Arc<Mix>>>,
 }
 
 impl NodeInner {
@@ -190,6 +222,10 @@ impl NodeInner {
 
     fn track(&self, id: TrackId) -> Result<Arc<Published>, MediaError> {
         lock(&self.tracks).get(&id).cloned().ok_or(MediaError::UnknownTrack(id))
+    }
+
+    fn mix(&self, id: MixId) -> Result<Arc<Mix>, MediaError> {
+        lock(&self.mixes).get(&id).cloned().ok_or(MediaError::UnknownMix(id))
     }
 }
 
@@ -251,6 +287,7 @@ impl MediaNode {
                 next_id: AtomicU64::new(1),
                 peers: Mutex::new(HashMap::new()),
                 tracks: Mutex::new(HashMap::new()),
+                mixes: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -267,8 +304,9 @@ impl MediaNode {
     }
 
     /// The audio levels read from `track` since the last call (at most the latest
-    /// [`LEVELS_KEPT`]), with the node's time of each in ms ([`MediaNode::now_ms`]). Empty for video
-    /// and for audio whose client sends no RFC 6464 levels.
+    /// [`LEVELS_KEPT`]), with the node's time of each in ms ([`MediaNode::now_ms`]): one per packet
+    /// read while not muted, from its RFC 6464 extension or else its decoded payload (a packet over
+    /// the decoding budget, padding or a payload libopus refuses has none). Empty for video.
     pub fn take_levels(&self, track: TrackId) -> Result<Vec<(u64, crate::AudioLevel)>, MediaError> {
         Ok(lock(&self.inner.track(track)?.levels).drain(..).collect())
     }
@@ -276,6 +314,62 @@ impl MediaNode {
     /// The node's monotonic clock, in ms.
     pub fn now_ms(&self) -> u64 {
         self.inner.now_ms()
+    }
+
+    /// A new room mix, silent until tracks are added and listeners subscribe.
+    pub fn create_mix(&self) -> Result<MixId, MediaError> {
+        let id = MixId(self.inner.next_id());
+        let mix = Mix::start(id)?;
+        lock(&self.inner.mixes).insert(id, mix);
+        Ok(id)
+    }
+
+    /// Adds a published audio track to `mix`: its packets read from now on while it is not muted
+    /// are mixed (after the mixer's jitter buffer fills).
+    pub fn mix_add_track(&self, mix: MixId, track: TrackId) -> Result<(), MediaError> {
+        let shared = self.inner.mix(mix)?;
+        let published = self.inner.track(track)?;
+        let audio = published.audio.as_ref().ok_or(MediaError::NotAudio(track))?;
+        {
+            let mut mixer = lock(&shared.mixer);
+            if mixer.source_count() >= MAX_MIX_SOURCES {
+                return Err(MediaError::MixFull(mix));
+            }
+            mixer.add_source(track).map_err(|e| match e {
+                MixerError::DuplicateSource => MediaError::AlreadyMixed(track),
+                e => MediaError::Mixer(e),
+            })?;
+        }
+        lock(&audio.mixes).push(Arc::downgrade(&shared));
+        // Closing the publisher removes its tracks from the node, then from their mixes: if that
+        // ran between the lookup above and the push, this source would be left behind.
+        let live = lock(&self.inner.tracks).get(&track).is_some_and(|p| Arc::ptr_eq(p, &published));
+        if !live {
+            lock(&shared.mixer).remove_source(&track);
+            return Err(MediaError::UnknownTrack(track));
+        }
+        Ok(())
+    }
+
+    /// Takes `track` out of `mix`, with what the mixer buffered of it.
+    pub fn mix_remove_track(&self, mix: MixId, track: TrackId) -> Result<(), MediaError> {
+        let shared = self.inner.mix(mix)?;
+        let removed = lock(&shared.mixer).remove_source(&track);
+        if let Some(audio) = self.inner.track(track).ok().as_ref().and_then(|p| p.audio.as_ref()) {
+            let weak = Arc::downgrade(&shared);
+            lock(&audio.mixes).retain(|m| !m.ptr_eq(&weak));
+        }
+        if removed {
+            Ok(())
+        } else {
+            Err(MediaError::NotMixed(track))
+        }
+    }
+
+    /// Ends `mix`: its task stops within a tick; its listeners keep a silent track until they
+    /// unsubscribe ([`Peer::unsubscribe_mix`]).
+    pub fn close_mix(&self, mix: MixId) -> Result<(), MediaError> {
+        lock(&self.inner.mixes).remove(&mix).map(drop).ok_or(MediaError::UnknownMix(mix))
     }
 
     /// A new peer connection for participant `id`, and the channel of its events.
@@ -300,12 +394,13 @@ impl MediaNode {
         Ok((peer, events))
     }
 
-    /// Closes every peer, then the media port.
+    /// Closes every peer and mix, then the media port.
     pub async fn close(&self) {
         let peers: Vec<_> = lock(&self.inner.peers).drain().filter_map(|(_, p)| p.upgrade()).collect();
         for peer in peers {
             peer.close().await;
         }
+        lock(&self.inner.mixes).clear();
         let _ = self.inner.mux.close().await;
     }
 }

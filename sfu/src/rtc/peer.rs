@@ -14,6 +14,7 @@ use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocal;
 
+use super::mix::MixId;
 use super::track::{on_remote_track, read_subscriber_rtcp, Published};
 use super::{lock, MediaError, NodeInner, PeerEvent, PeerId, TrackId};
 use crate::{Layer, SubscriberId};
@@ -34,6 +35,8 @@ pub(super) struct PeerInner {
     /// The client's track id (msid) → the node's name for it.
     pub(super) published: Mutex<HashMap<String, TrackId>>,
     subscriptions: Mutex<HashMap<TrackId, Subscription>>,
+    /// The mixes this peer listens to, by the sender of each.
+    mix_subscriptions: Mutex<HashMap<MixId, Arc<RTCRtpSender>>>,
     pub(super) closed: AtomicBool,
     /// The last REMB estimate reported, in bps.
     estimate: Arc<AtomicU64>,
@@ -65,6 +68,7 @@ impl Peer {
             events: Arc::new(Mutex::new(Some(tx))),
             published: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            mix_subscriptions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             estimate: Arc::new(AtomicU64::new(0)),
         });
@@ -169,6 +173,40 @@ impl Peer {
         Ok(())
     }
 
+    /// Sends the room mix `mix` to this peer (a subscriber connection), named `label` in the SDP (both
+    /// the stream and the track id of its `msid`). Takes effect after the next offer
+    /// ([`Peer::create_offer`]) is answered.
+    pub async fn subscribe_mix(&self, mix: MixId, label: &str) -> Result<(), MediaError> {
+        let local = self.inner.node.mix(mix)?.labeled(label);
+        if lock(&self.inner.mix_subscriptions).contains_key(&mix) {
+            return Err(MediaError::AlreadyListening(mix));
+        }
+        let sender = self.inner.pc.add_track(local).await?;
+        let reader = sender.clone();
+        // Reading runs the interceptors (receiver reports); nothing in a listener's RTCP is for the mix.
+        tokio::spawn(async move { while reader.read_rtcp().await.is_ok() {} });
+        let raced = match lock(&self.inner.mix_subscriptions).entry(mix) {
+            Entry::Occupied(_) => true,
+            Entry::Vacant(slot) => {
+                slot.insert(sender.clone());
+                false
+            }
+        };
+        if raced {
+            // A concurrent `subscribe_mix` to the same mix won.
+            let _ = self.inner.pc.remove_track(&sender).await;
+            return Err(MediaError::AlreadyListening(mix));
+        }
+        Ok(())
+    }
+
+    /// Stops sending `mix` to this peer; renegotiate ([`Peer::create_offer`]) to remove it from the SDP.
+    pub async fn unsubscribe_mix(&self, mix: MixId) -> Result<(), MediaError> {
+        let sender = lock(&self.inner.mix_subscriptions).remove(&mix).ok_or(MediaError::NotListening(mix))?;
+        self.inner.pc.remove_track(&sender).await?;
+        Ok(())
+    }
+
     /// Sets the simulcast layer this peer receives of `track` (`None`: paused).
     pub async fn set_layer(&self, track: TrackId, layer: Option<Layer>) -> Result<(), MediaError> {
         let (subscriber, published, start) = {
@@ -206,8 +244,8 @@ impl Peer {
         Ok(())
     }
 
-    /// Unpublishes this peer's tracks, leaves its subscriptions, closes the connection and the event
-    /// channel.
+    /// Unpublishes this peer's tracks (taking them out of their mixes), leaves its subscriptions and
+    /// mixes, closes the connection and the event channel.
     pub async fn close(&self) {
         self.inner.close().await;
     }
@@ -238,18 +276,25 @@ impl PeerInner {
             return false;
         }
         lock(&self.events).take();
-        {
+        let unpublished: Vec<Arc<Published>> = {
             // This order (the peer's, then the node's) is also `on_remote_track`'s, which publishes
             // nothing once `closed` is set.
             let published = lock(&self.published);
             let mut tracks = lock(&self.node.tracks);
-            for id in published.values() {
-                tracks.remove(id);
+            published.values().filter_map(|id| tracks.remove(id)).collect()
+        };
+        for published in unpublished {
+            let Some(audio) = &published.audio else { continue };
+            let mixes = std::mem::take(&mut *lock(&audio.mixes));
+            for mix in mixes.iter().filter_map(Weak::upgrade) {
+                lock(&mix.mixer).remove_source(&published.id);
             }
         }
         for (_, subscription) in lock(&self.subscriptions).drain() {
             subscription.leave();
         }
+        // Their senders stop as the connection closes.
+        lock(&self.mix_subscriptions).clear();
         let mut peers = lock(&self.node.peers);
         if peers.get(&self.id).is_some_and(|p| std::ptr::eq(p.as_ptr(), self)) {
             peers.remove(&self.id);

@@ -1,5 +1,5 @@
 //! A published track: its forwarder, the tasks that read the publisher's RTP and the subscribers'
-//! RTCP into it, and the writes its output asks for.
+//! RTCP into it, and the writes its output asks for; for audio, its levels and the mixes it feeds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,12 +18,15 @@ use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
 
+use super::mix::Mix;
 use super::peer::{emit, EventSink, PeerInner};
 use super::{lock, MediaKind, NodeInner, PeerEvent, PeerId, PublishedTrack, TrackId};
+use crate::audio::{LevelConfig, LevelSource};
 use crate::{AudioLevel, Codec, Forwarder, ForwarderConfig, Layer, Output, SubscriberId};
 
 /// A published track: its forwarder and the outgoing tracks of its subscribers.
 pub(super) struct Published {
+    pub(super) id: TrackId,
     pub(super) publisher: PeerId,
     pub(super) capability: RTCRtpCodecCapability,
     /// For keyframe requests; weak, so that the track does not keep its publisher's connection alive.
@@ -34,6 +37,17 @@ pub(super) struct Published {
     pub(super) sinks: Mutex<HashMap<SubscriberId, Arc<TrackLocalStaticRTP>>>,
     /// Audio levels read since the hub last took them, oldest first, with the node's time.
     pub(super) levels: Mutex<VecDeque<(u64, AudioLevel)>>,
+    /// What an audio track's packets also go to, while it is not muted; `None` for video.
+    pub(super) audio: Option<AudioIn>,
+}
+
+/// The audio side of a published track.
+pub(super) struct AudioIn {
+    /// Each packet's level: its RFC 6464 extension, else its decoded payload's. The forwarder is
+    /// given no extension id, so that levels come from here only.
+    level_source: Mutex<LevelSource>,
+    /// The mixes this track is a source of; weak, so that closing a mix needs no visit here.
+    pub(super) mixes: Mutex<Vec<Weak<Mix>>>,
 }
 
 /// How many audio levels a track keeps for the hub (about 2 s of 20 ms packets); older ones are
@@ -66,16 +80,36 @@ impl Published {
                     }
                 }
                 Output::KeyframeRequest(request) => actions.push(Action::Rtcp(request.to_rtcp(0))),
-                Output::AudioLevel(level) => {
-                    let mut levels = lock(&self.levels);
-                    if levels.len() == LEVELS_KEPT {
-                        levels.pop_front();
-                    }
-                    levels.push_back((now_ms, level));
-                }
+                // Not produced (the forwarder has no extension id), but a level all the same.
+                Output::AudioLevel(level) => self.push_level(now_ms, level),
             }
         }
         (result, actions)
+    }
+
+    fn push_level(&self, now_ms: u64, level: AudioLevel) {
+        let mut levels = lock(&self.levels);
+        if levels.len() == LEVELS_KEPT {
+            levels.pop_front();
+        }
+        levels.push_back((now_ms, level));
+    }
+
+    /// An audio packet read while not muted: its level, and a copy to each mix the track is in.
+    fn on_audio(&self, audio: &AudioIn, packet: &Packet, now_ms: u64) {
+        let level = lock(&audio.level_source).level(packet, now_ms);
+        if let Some(level) = level {
+            self.push_level(now_ms, level);
+        }
+        let mixes: Vec<Arc<Mix>> = {
+            let mut mixes = lock(&audio.mixes);
+            mixes.retain(|m| m.strong_count() > 0);
+            mixes.iter().filter_map(Weak::upgrade).collect()
+        };
+        for mix in mixes {
+            // A source removed meanwhile is unknown to the mixer: nothing to do.
+            let _ = lock(&mix.mixer).on_rtp(&self.id, packet);
+        }
     }
 
     pub(super) async fn perform(&self, actions: Vec<Action>) {
@@ -114,13 +148,20 @@ pub(super) async fn on_remote_track(peer: Arc<PeerInner>, remote: Arc<TrackRemot
             .or_insert_with(|| {
                 let mut config = ForwarderConfig::new(codec);
                 config.clock_rate = capability.clock_rate;
-                config.audio_level_extension_id = remote
-                    .params()
-                    .header_extensions
-                    .iter()
-                    .find(|e| e.uri == extmap::AUDIO_LEVEL_URI)
-                    .and_then(|e| u8::try_from(e.id).ok());
+                let audio = (codec == Codec::Audio).then(|| {
+                    let extension_id = remote
+                        .params()
+                        .header_extensions
+                        .iter()
+                        .find(|e| e.uri == extmap::AUDIO_LEVEL_URI)
+                        .and_then(|e| u8::try_from(e.id).ok());
+                    AudioIn {
+                        level_source: Mutex::new(LevelSource::new(LevelConfig::new(extension_id))),
+                        mixes: Mutex::new(Vec::new()),
+                    }
+                });
                 Arc::new(Published {
+                    id,
                     publisher: peer.id,
                     capability: capability.clone(),
                     publisher_pc: Arc::downgrade(&peer.pc),
@@ -128,6 +169,7 @@ pub(super) async fn on_remote_track(peer: Arc<PeerInner>, remote: Arc<TrackRemot
                     received: AtomicU64::new(0),
                     sinks: Mutex::new(HashMap::new()),
                     levels: Mutex::new(VecDeque::new()),
+                    audio,
                 })
             })
             .clone();
@@ -144,13 +186,20 @@ pub(super) async fn on_remote_track(peer: Arc<PeerInner>, remote: Arc<TrackRemot
     emit(&events, PeerEvent::TrackPublished(event)).await;
 }
 
-/// Reads one encoding of a published track into its forwarder, until the track ends.
+/// Reads one encoding of a published track into its forwarder (and, for audio not muted, into its
+/// levels and mixes), until the track ends.
 async fn read_publisher_rtp(remote: Arc<TrackRemote>, layer: Layer, published: Arc<Published>, node: Arc<NodeInner>) {
     while let Ok((packet, _)) = remote.read_rtp().await {
         let now = node.now_ms();
-        let (_, actions) = published.feed_at(now, |f| f.on_rtp(layer, &packet, now));
-        published.received.fetch_add(1, Ordering::Release);
+        let (muted, actions) = published.feed_at(now, |f| {
+            f.on_rtp(layer, &packet, now);
+            f.is_muted()
+        });
         published.perform(actions).await;
+        if let (false, Some(audio)) = (muted, &published.audio) {
+            published.on_audio(audio, &packet, now);
+        }
+        published.received.fetch_add(1, Ordering::Release);
     }
 }
 
