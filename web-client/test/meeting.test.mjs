@@ -1,0 +1,342 @@
+// Browser tests of meetings: the real hub binary (signaling and its media plane on one loopback
+// UDP port), Debian's Chromium with its fake camera and microphone, and the meeting demo page
+// (meeting.html) served by the hub. Each participant is a page in its own browser context. The
+// tests act through the page and check what it shows and what its peer connections report
+// (getStats). Every wait awaits recorded state (page.waitForFunction); the timeouts only turn a
+// hang into a failure.
+//
+// The hub binary is not built here: `cargo build` first (HUB_BIN overrides the path).
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const WEB_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const HUB_BIN = process.env.HUB_BIN ? resolve(process.env.HUB_BIN) : resolve(WEB_ROOT, '../target/debug/hub');
+const CONFIG = resolve(WEB_ROOT, '../config/default.toml');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+/** Failure guard for one wait; generous for a loaded 2-core machine running several browsers. */
+const GUARD_MS = 45_000;
+const TEST_TIMEOUT_MS = 300_000;
+/** How often the pages sample their receivers' statistics. */
+const STATS_EVERY_MS = 200;
+
+let tmp;
+let hub;
+let base;
+let browser;
+
+process.on('exit', () => {
+  if (hub && hub.child.exitCode === null && hub.child.signalCode === null) process.kill(hub.child.pid, 'SIGKILL');
+});
+
+/** The hub reads HUB_* variables as config keys and refuses unknown ones such as HUB_BIN. */
+function hubEnv() {
+  const env = { ...process.env, HUB_LOG: process.env.HUB_LOG ?? 'warn' };
+  delete env.HUB_BIN;
+  return env;
+}
+
+/** Starts the hub; resolves once it prints `hub listening on ADDR`. */
+function startHub() {
+  if (!existsSync(HUB_BIN)) {
+    throw new Error(`hub binary not found at ${HUB_BIN}: run \`cargo build\` in the repository root or set HUB_BIN`);
+  }
+  const args = [
+    '--config', CONFIG,
+    '--listen', '127.0.0.1:0',
+    '--set', `web_root=${JSON.stringify(WEB_ROOT)}`,
+    '--set', `store.url=sqlite://${join(tmp, 'hub.db')}`,
+    '--set', 'media.bind="127.0.0.1:0"',
+  ];
+  const child = spawn(HUB_BIN, args, { stdio: ['ignore', 'pipe', 'inherit'], env: hubEnv() });
+  return new Promise((resolveAddr, reject) => {
+    const guard = setTimeout(() => reject(new Error('hub did not report its address in time')), GUARD_MS);
+    child.once('error', (e) => (clearTimeout(guard), reject(e)));
+    child.once('exit', (code) => (clearTimeout(guard), reject(new Error(`hub exited early with ${code}`))));
+    // Reading every line also keeps the pipe drained, so the hub never blocks on stdout.
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const m = /^hub listening on (\S+)/.exec(line);
+      if (m) {
+        clearTimeout(guard);
+        child.removeAllListeners('exit');
+        resolveAddr({ child, addr: m[1] });
+      }
+    });
+  });
+}
+
+async function stopHub() {
+  if (!hub || hub.child.exitCode !== null) return;
+  const exited = new Promise((r) => hub.child.once('exit', r));
+  process.kill(hub.child.pid, 'SIGTERM');
+  const guard = setTimeout(() => hub.child.exitCode === null && process.kill(hub.child.pid, 'SIGKILL'), GUARD_MS);
+  await exited;
+  clearTimeout(guard);
+}
+
+/**
+ * A user's browser (its own context) on the meeting page, joined to `room`, with what it
+ * publishes announced and answered. In the page, `window.rec` records the meeting's events, its
+ * two peer connections, and (every STATS_EVERY_MS) the inbound-rtp statistics of every track it
+ * receives, by room track id.
+ */
+async function openMeeting(user, room, { role = 'participant', camera = true, mic = true } = {}) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(GUARD_MS);
+  page.user = user;
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  await page.goto(`${base}/meeting.html`);
+  await page.fill('#me', user);
+  await page.fill('#room', room);
+  await page.selectOption('#role', role);
+  await page.setChecked('#with-camera', camera);
+  await page.setChecked('#with-mic', mic);
+  await page.click('#join');
+  await until(page, () => document.getElementById('meeting-state').dataset.state === 'joined');
+  const kinds = [...(camera ? ['video'] : []), ...(mic ? ['audio'] : [])];
+  if (role !== 'viewer') {
+    // Published: announced (a room track id) and the offer carrying it answered (stable).
+    await until(page, (ks) => {
+      const m = window.meetingDemo.meeting;
+      return ks.every((k) => m.localTrack(k)?.id) && (ks.length === 0 || m.publisher?.signalingState === 'stable');
+    }, kinds);
+  }
+  await page.evaluate((every) => {
+    const { meeting } = window.meetingDemo;
+    const rec = { events: [], stats: {}, pcs: [meeting.publisher, meeting.subscriber].filter(Boolean) };
+    window.rec = rec;
+    for (const type of ['state', 'track_muted', 'active_speaker', 'chat', 'hand', 'error', 'ended', 'removed']) {
+      meeting.on(type, (e) => rec.events.push({ type, ...(e instanceof Error ? { code: e.code, message: e.message } : e) }));
+    }
+    // The publisher connection may come later (a viewer has none; a page may publish later).
+    meeting.on('local', () => meeting.publisher && !rec.pcs.includes(meeting.publisher) && rec.pcs.push(meeting.publisher));
+    const sample = async () => {
+      for (const t of meeting.remoteTracks()) {
+        const s = await meeting.trackStats(t.id);
+        if (s) rec.stats[t.id] = { kind: t.kind, user: t.user, framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0 };
+      }
+    };
+    rec.timer = setInterval(() => sample().catch(() => {}), every);
+  }, STATS_EVERY_MS);
+  return page;
+}
+
+/** Waits until `fn(arg)`, evaluated in the page, is truthy. */
+function until(page, fn, arg) {
+  return page.waitForFunction(fn, arg);
+}
+
+/** The room track id of `user`'s track of `kind` as `page` shows it (waits until it is there). */
+async function trackOf(page, user, kind) {
+  const attr = kind === 'audio' ? 'audioTrack' : 'videoTrack';
+  await until(page, ([u, a]) => document.querySelector(`.tile[data-user="${u}"]`)?.dataset[a], [user, attr]);
+  return page.$eval(`.tile[data-user="${user}"]`, (el, a) => el.dataset[a], attr);
+}
+
+/** The latest sampled statistic `field` of track `id` on `page` (0 before any sample). */
+function stat(page, id, field) {
+  return page.evaluate(([t, f]) => window.rec.stats[t]?.[f] ?? 0, [id, field]);
+}
+
+/** Waits until the sampled `field` of track `id` on `page` is above `than`; returns it. */
+async function statAbove(page, id, field, than) {
+  await until(page, ([t, f, n]) => (window.rec.stats[t]?.[f] ?? 0) > n, [id, field, than]);
+  return stat(page, id, field);
+}
+
+/**
+ * Checks that `page` plays `user`'s camera: the tile's video has a size, and the receiver's
+ * framesDecoded grows between two reads.
+ */
+async function assertPlaying(page, user) {
+  const video = await trackOf(page, user, 'video');
+  await until(page, (u) => document.querySelector(`.tile[data-user="${u}"] video.camera`).videoWidth > 0, user);
+  const first = await statAbove(page, video, 'framesDecoded', 0);
+  await statAbove(page, video, 'framesDecoded', first);
+  return video;
+}
+
+/** Checks that `page` receives `user`'s microphone (its packets keep coming). */
+async function assertHearing(page, user) {
+  const audio = await trackOf(page, user, 'audio');
+  const first = await statAbove(page, audio, 'packetsReceived', 0);
+  await statAbove(page, audio, 'packetsReceived', first);
+  return audio;
+}
+
+function meetingState(page) {
+  return page.$eval('#meeting-state', (el) => el.dataset.state);
+}
+
+async function closeAll(pages) {
+  for (const p of pages) {
+    await p.evaluate(() => clearInterval(window.rec?.timer)).catch(() => {});
+    await p.context().close();
+  }
+}
+
+function assertNoPageErrors(pages) {
+  for (const p of pages) assert.deepEqual(p.errors, [], `page errors on ${p.user}`);
+}
+
+before(async () => {
+  tmp = mkdtempSync(join(tmpdir(), 'hub-meeting-test-'));
+  hub = await startHub();
+  base = `http://${hub.addr}`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await stopHub();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+test('two participants see and hear each other; chat, hands, mute, host mute, active speaker', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const room = 'pair';
+  const alice = await openMeeting('alice', room, { role: 'host' });
+  const bob = await openMeeting('bob', room);
+  const pages = [alice, bob];
+
+  // One tile each, labelled, on both pages.
+  for (const p of pages) {
+    await until(p, () => [...document.querySelectorAll('#grid .tile')].map((t) => t.dataset.user).sort().join() === 'alice,bob');
+    assert.equal(await p.$eval('.tile[data-user="alice"] .name', (el) => el.textContent), 'alice');
+  }
+  // Each plays the other's camera and receives the other's microphone.
+  const aliceVideo = await assertPlaying(bob, 'alice');
+  const aliceAudio = await assertHearing(bob, 'alice');
+  await assertPlaying(alice, 'bob');
+  await assertHearing(alice, 'bob');
+
+  // In-meeting chat, both ways.
+  await alice.fill('#chat-text', 'hello from alice');
+  await alice.click('#chat-send');
+  await until(bob, () => [...document.querySelectorAll('#chat-log li[data-from="alice"] .text')].some((el) => el.textContent === 'hello from alice'));
+  await bob.fill('#chat-text', 'hi alice');
+  await bob.click('#chat-send');
+  await until(alice, () => [...document.querySelectorAll('#chat-log li[data-from="bob"] .text')].some((el) => el.textContent === 'hi alice'));
+
+  // bob raises his hand; alice (host) sees it and lowers it from his tile.
+  await bob.click('#hand');
+  await until(alice, () => document.querySelector('.tile[data-user="bob"]').dataset.hand === 'true');
+  await alice.click('.tile[data-user="bob"] [data-action="lower-hand"]');
+  await until(bob, () => document.getElementById('hand').dataset.raised === 'false');
+  assert.ok(await bob.evaluate(() => window.rec.events.some((e) => e.type === 'hand' && !e.raised && e.by === 'alice')));
+
+  // alice mutes her camera: bob is told, and the hub stops forwarding it while her microphone
+  // keeps coming. Her audio packets are the clock: the video count must not move while bob
+  // receives a hundred more of them (two seconds of Opus).
+  await alice.click('#camera-mute');
+  await until(bob, () => document.querySelector('.tile[data-user="alice"]').dataset.video === 'muted');
+  assert.ok(await bob.evaluate((t) => window.rec.events.some((e) => e.type === 'track_muted' && e.track === t && e.muted && !e.forced), aliceVideo));
+  let audioMark = await stat(bob, aliceAudio, 'packetsReceived');
+  await statAbove(bob, aliceAudio, 'packetsReceived', audioMark + 50);
+  const videoWhileMuted = await stat(bob, aliceVideo, 'packetsReceived');
+  const framesWhileMuted = await stat(bob, aliceVideo, 'framesDecoded');
+  audioMark = await stat(bob, aliceAudio, 'packetsReceived');
+  await statAbove(bob, aliceAudio, 'packetsReceived', audioMark + 100);
+  assert.equal(await stat(bob, aliceVideo, 'packetsReceived'), videoWhileMuted, 'muted video still forwarded');
+  // Unmuted, her camera plays again.
+  await alice.click('#camera-mute');
+  await until(bob, () => document.querySelector('.tile[data-user="alice"]').dataset.video === 'on');
+  await statAbove(bob, aliceVideo, 'framesDecoded', framesWhileMuted);
+
+  // The host mutes bob's microphone: bob's page shows it muted (forced), alice sees it too.
+  await alice.click('.tile[data-user="bob"] [data-action="mute-audio"]');
+  await until(bob, () => document.getElementById('mic-mute').dataset.muted === 'true');
+  await until(alice, () => document.querySelector('.tile[data-user="bob"]').dataset.audio === 'muted');
+  assert.ok(await bob.evaluate(() => window.rec.events.some((e) => e.type === 'track_muted' && e.forced && e.by === 'alice')));
+  assert.equal(await bob.evaluate(() => window.meetingDemo.meeting.localTrack('audio').track.enabled), false);
+
+  // Active speaker: alice's fake microphone beeps (Chrome sends its level in the RFC 6464
+  // header extension); bob's tile for her lights up.
+  await until(bob, () => document.querySelector('.tile[data-user="alice"]').dataset.speaking === 'true');
+  assert.ok(await bob.evaluate(() => window.rec.events.some((e) => e.type === 'active_speaker' && e.user === 'alice')));
+
+  // bob leaves: alice's grid loses his tile.
+  await bob.click('#leave');
+  await until(bob, () => document.getElementById('meeting-state').dataset.state === 'left');
+  await until(alice, () => document.querySelector('.tile[data-user="bob"]') === null);
+  assertNoPageErrors(pages);
+  await closeAll(pages);
+});
+
+test('three participants: everyone plays everyone; the host removes one, then ends the meeting', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const room = 'trio';
+  const host = await openMeeting('hana', room, { role: 'host' });
+  const ivan = await openMeeting('ivan', room);
+  const jo = await openMeeting('jo', room);
+  const pages = [host, ivan, jo];
+  for (const p of pages) {
+    for (const other of pages) if (other !== p) await assertPlaying(p, other.user);
+  }
+  // A participant has no host controls; the host has them on the others' tiles only.
+  assert.equal(await ivan.$eval('.tile[data-user="jo"] .controls', (el) => el.hidden), true);
+  assert.equal(await host.$eval('.tile[data-user="jo"] .controls', (el) => el.hidden), false);
+  assert.equal(await host.$eval('.tile[data-user="hana"] .controls', (el) => el.hidden), true);
+
+  // The host removes jo: jo's page says so and its connections are closed; the others lose
+  // jo's tile and keep playing each other.
+  await host.click('.tile[data-user="jo"] [data-action="remove"]');
+  await until(jo, () => document.getElementById('meeting-state').dataset.state === 'removed');
+  assert.match(await jo.$eval('#meeting-state', (el) => el.textContent), /removed/);
+  await until(jo, () => window.rec.pcs.every((pc) => pc.signalingState === 'closed'));
+  for (const p of [host, ivan]) await until(p, () => document.querySelector('.tile[data-user="jo"]') === null);
+  await assertPlaying(ivan, 'hana');
+
+  // The host ends the meeting: every page still in it sees it ended, its peer connections closed.
+  const pcs = await Promise.all([host, ivan].map((p) => p.evaluate(() => window.rec.pcs.length)));
+  assert.ok(pcs.every((n) => n === 2), `publisher and subscriber on each page: ${pcs}`);
+  await host.click('#end');
+  for (const p of [host, ivan]) {
+    await until(p, () => document.getElementById('meeting-state').dataset.state === 'ended');
+    await until(p, () => window.rec.pcs.every((pc) => pc.signalingState === 'closed' && pc.connectionState === 'closed'));
+    assert.equal(await p.$$eval('#grid .tile', (t) => t.length), 0);
+  }
+  assert.ok(await ivan.evaluate(() => window.rec.events.some((e) => e.type === 'ended' && e.reason === 'host' && e.by === 'hana')));
+  assert.equal(await meetingState(jo), 'removed');
+  assertNoPageErrors(pages);
+  await closeAll(pages);
+});
+
+test('a viewer watches but cannot publish', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const room = 'webinar';
+  const host = await openMeeting('kim', room, { role: 'host' });
+  const viewer = await openMeeting('lee', room, { role: 'viewer', camera: false, mic: false });
+  const pages = [host, viewer];
+  await assertPlaying(viewer, 'kim');
+  await viewer.click('#camera');
+  await until(viewer, () => document.getElementById('error').dataset.code === 'viewer_cannot_publish');
+  // Nothing was added: no local track, no publisher connection, and the host sees no track of lee's.
+  assert.equal(await viewer.evaluate(() => window.meetingDemo.meeting.localTracks().length), 0);
+  assert.equal(await viewer.evaluate(() => window.meetingDemo.meeting.publisher), null);
+  assert.equal(await host.$eval('.tile[data-user="lee"]', (el) => el.dataset.video), 'off');
+  assert.equal(await meetingState(viewer), 'joined');
+  assertNoPageErrors(pages);
+  await closeAll(pages);
+});
