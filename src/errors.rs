@@ -109,6 +109,52 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code named `s` on the wire (nodes pass errors to each other by name).
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        Some(match s {
+            "bad_request" => ErrorCode::BadRequest,
+            "unknown_op" => ErrorCode::UnknownOp,
+            "unauthorized" => ErrorCode::Unauthorized,
+            "token_expired" => ErrorCode::TokenExpired,
+            "forbidden" => ErrorCode::Forbidden,
+            "not_found" => ErrorCode::NotFound,
+            "already_subscribed" => ErrorCode::AlreadySubscribed,
+            "not_subscribed" => ErrorCode::NotSubscribed,
+            "rate_limited" => ErrorCode::RateLimited,
+            "limit_exceeded" => ErrorCode::LimitExceeded,
+            "no_history" => ErrorCode::NoHistory,
+            "banned" => ErrorCode::Banned,
+            "unavailable" => ErrorCode::Unavailable,
+            "not_matched" => ErrorCode::NotMatched,
+            "conversation_closed" => ErrorCode::ConversationClosed,
+            "blocked" => ErrorCode::Blocked,
+            "swipe_limit" => ErrorCode::SwipeLimit,
+            "room_exists" => ErrorCode::RoomExists,
+            "room_full" => ErrorCode::RoomFull,
+            "room_locked" => ErrorCode::RoomLocked,
+            "not_host" => ErrorCode::NotHost,
+            "viewer_cannot_publish" => ErrorCode::ViewerCannotPublish,
+            "room_ended" => ErrorCode::RoomEnded,
+            "not_in_room" => ErrorCode::NotInRoom,
+            "already_joined" => ErrorCode::AlreadyJoined,
+            "removed" => ErrorCode::Removed,
+            "unknown_track" => ErrorCode::UnknownTrack,
+            "unknown_participant" => ErrorCode::UnknownParticipant,
+            "track_already_published" => ErrorCode::TrackAlreadyPublished,
+            "too_many_tracks" => ErrorCode::TooManyTracks,
+            "invalid_track" => ErrorCode::InvalidTrack,
+            "own_track" => ErrorCode::OwnTrack,
+            "invalid_sdp" => ErrorCode::InvalidSdp,
+            "unexpected_answer" => ErrorCode::UnexpectedAnswer,
+            "media_failed" => ErrorCode::MediaFailed,
+            "media_unavailable" => ErrorCode::MediaUnavailable,
+            "internal" => ErrorCode::Internal,
+            _ => return None,
+        })
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -155,7 +155,7 @@ pub async fn run_with(
     };
     let chat = chat::Chat::new(node.clone(), chat_store, offline);
     let media = if config.media.enabled { start_media(&config.media).await } else { None };
-    let meetings = meetings::Meetings::new(node.clone(), media);
+    let meetings = meetings::Meetings::new(node.clone(), media, redis.clone());
     node.bus.start().await?;
     node.reload_bans().await?;
     let registry: Arc<dyn Registry> = match redis {

@@ -157,6 +157,8 @@ pub struct Node {
     /// Bans in force (user → end, or until lifted): a copy of the store's, kept current by the
     /// bus and a periodic reload, so that connecting never waits on the database.
     bans: DashMap<String, Option<u64>>,
+    /// Takes node-addressed bus messages (meetings).
+    service: parking_lot::RwLock<Option<Weak<dyn crate::bus::NodeService>>>,
 }
 
 impl Node {
@@ -184,6 +186,7 @@ impl Node {
             subscriptions: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             bans: DashMap::new(),
+            service: parking_lot::RwLock::new(None),
         });
         let handler: Weak<dyn BusHandler> = Arc::downgrade(&node) as Weak<dyn BusHandler>;
         node.bus.attach(handler);
@@ -581,7 +584,31 @@ impl Node {
             BusMessage::Unban { user } => {
                 self.bans.remove(user);
             }
+            BusMessage::Node { to, from, payload } => {
+                if **to == *self.id {
+                    let service = self.service.read().as_ref().and_then(Weak::upgrade);
+                    if let Some(service) = service {
+                        service.on_node_message(from, payload);
+                    }
+                }
+            }
         }
+    }
+
+    /// Attaches the service that takes node-addressed bus messages (meetings).
+    pub fn set_service(&self, service: Weak<dyn crate::bus::NodeService>) {
+        *self.service.write() = Some(service);
+    }
+
+    /// Sends `payload` to node `to`'s service over the bus.
+    pub async fn send_to_node(&self, to: &str, payload: Value) -> Result<(), HubError> {
+        let msg = BusMessage::Node { to: Arc::from(to), from: self.id.clone(), payload: Arc::new(payload) };
+        self.bus.publish(msg).await
+    }
+
+    /// A socket of this node, by id.
+    pub fn conn(&self, id: u64) -> Option<Arc<Conn>> {
+        self.conns.get(&id).map(|c| c.value().clone())
     }
 
     /// Queues one frame on every local subscriber of `channel`; the frame is encoded once per codec.

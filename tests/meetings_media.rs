@@ -28,6 +28,7 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::receiver_report::ReceiverReport;
 use webrtc::rtp::header::Header;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
@@ -117,6 +118,8 @@ struct Publisher {
     track: Arc<TrackLocalStaticRTP>,
     id: String,
     next: u32,
+    /// The highest sequence number the hub's receiver reports say it has received.
+    received: tokio::sync::watch::Receiver<u32>,
 }
 
 impl Publisher {
@@ -130,14 +133,31 @@ impl Publisher {
             .await;
         let id = reply["track"].as_str().unwrap().to_string();
         let pc = pc().await;
-        pc.add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>).await.unwrap();
+        let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>).await.unwrap();
+        let (reported, received) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            while let Ok((packets, _)) = sender.read_rtcp().await {
+                for packet in packets {
+                    if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() {
+                        for report in &rr.reports {
+                            reported.send_modify(|highest| *highest = (*highest).max(report.last_sequence_number));
+                        }
+                    }
+                }
+            }
+        });
         let offer = pc.create_offer(None).await.unwrap();
         let sdp = complete_local(&pc, offer).await;
         client.ok(json!({ "op": "meeting.offer", "room": room, "sdp": sdp })).await;
         let answer = media_msg(&mut client, room, "answer").await;
         let answer = RTCSessionDescription::answer(answer["sdp"].as_str().unwrap().to_string()).unwrap();
         pc.set_remote_description(answer).await.unwrap();
-        Publisher { client, pc, track, id, next: 0 }
+        Publisher { client, pc, track, id, next: 0, received }
+    }
+
+    /// Waits until the hub's receiver reports say frame `index` (its sequence number) has reached it.
+    async fn reached_hub(&mut self, index: u32) {
+        guarded("the hub's receiver report", self.received.wait_for(|&highest| highest >= index)).await.unwrap();
     }
 
     /// Sends the next frame (a keyframe every 10th) and returns its index.
@@ -145,7 +165,7 @@ impl Publisher {
         let index = self.next;
         self.next += 1;
         // Write errors before the transport is up only lose that frame.
-        let _ = self.track.write_rtp(&vp8(index, index % 10 == 0)).await;
+        let _ = self.track.write_rtp(&vp8(index, index.is_multiple_of(10))).await;
         index
     }
 }
@@ -188,8 +208,10 @@ impl Receiver {
     }
 }
 
-/// Sends frames until the receiver has one at or after `from`; returns that index.
-async fn pump_until_received(publisher: &mut Publisher, receiver: &mut Receiver, from: u32) -> u32 {
+/// Sends frames until the receiver has one at or after `from`; returns every index it read, that
+/// one last.
+async fn pump_until_received(publisher: &mut Publisher, receiver: &mut Receiver, from: u32) -> Vec<u32> {
+    let mut read = Vec::new();
     guarded("media to arrive", async {
         loop {
             publisher.frame().await;
@@ -198,8 +220,9 @@ async fn pump_until_received(publisher: &mut Publisher, receiver: &mut Receiver,
                 tokio::time::timeout(Duration::from_millis(20), receiver.frames.recv()).await
             {
                 assert_eq!(stream, publisher.id, "the received stream is named by the room's track id");
+                read.push(index);
                 if index >= from {
-                    return index;
+                    return read;
                 }
             }
         }
@@ -241,14 +264,30 @@ async fn media_reaches_the_other_participant_and_a_muted_track_is_not_forwarded(
     for _ in 0..30 {
         during_mute.push(alice.frame().await);
     }
+    // The frames travel by UDP, the unmute by WebSocket: unmute only once the hub has read them all.
+    alice.reached_hub(*during_mute.last().unwrap()).await;
     alice.client.ok(json!({ "op": "meeting.mute", "room": room, "track": alice.id, "muted": false })).await;
     let resume_from = alice.next;
     // Everything Bob reads from here on: frames sent before the mute still in flight, then only
-    // frames sent after the unmute, starting on a keyframe. None sent while muted.
-    let after = pump_until_received(&mut alice, &mut bob, resume_from).await;
-    assert!(after % 10 == 0, "after an unmute the subscriber restarts on a keyframe, got {after}");
+    // frames sent after the unmute, from the keyframe that restarts the track (a frame lost on the
+    // way comes back through NACK). None sent while muted.
+    // The track restarts on the first keyframe sent after the unmute; the frames before it are
+    // dropped (a decoder cannot start on them).
+    let restart = resume_from.div_ceil(10) * 10;
+    let mut after_unmute = pump_until_received(&mut alice, &mut bob, restart + 10).await;
     while let Ok((_, index)) = bob.frames.try_recv() {
-        assert!(!during_mute.contains(&index), "frame {index} was sent while muted and forwarded");
+        after_unmute.push(index);
+    }
+    guarded("the restart keyframe", async {
+        while !after_unmute.contains(&restart) {
+            let (_, index) = bob.frames.recv().await.expect("Bob's reader ended");
+            after_unmute.push(index);
+        }
+    })
+    .await;
+    for index in &after_unmute {
+        assert!(!during_mute.contains(index), "frame {index} was sent while muted and forwarded");
+        assert!(!(resume_from..restart).contains(index), "frame {index} came before the restart keyframe {restart}");
     }
     alice.client.ok(json!({ "op": "ping" })).await;
     alice.pc.close().await.unwrap();

@@ -83,7 +83,7 @@ async fn create(
     if let Some(secs) = body.empty_timeout_secs {
         options.empty_timeout_ms = (secs > 0).then(|| secs.saturating_mul(1000));
     }
-    let room = state.meetings.create(options)?;
+    let room = state.meetings.create(options).await?;
     Ok((StatusCode::CREATED, Json(serde_json::to_value(room).unwrap_or_default())))
 }
 

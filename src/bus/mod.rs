@@ -44,6 +44,19 @@ pub enum BusMessage {
     Unban {
         user: String,
     },
+    /// For one node's services alone (meetings route a room's signaling to the node holding it):
+    /// every other node drops it.
+    Node {
+        to: Arc<str>,
+        from: Arc<str>,
+        payload: Arc<serde_json::Value>,
+    },
+}
+
+/// A service that takes [`BusMessage::Node`] messages addressed to its node. Messages from one
+/// node arrive in the order that node sent them.
+pub trait NodeService: Send + Sync {
+    fn on_node_message(&self, from: &str, payload: &serde_json::Value);
 }
 
 /// What a bus delivers into: the node.

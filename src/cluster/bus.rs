@@ -107,9 +107,10 @@ impl Bus for RedisBus {
         let key = match &msg {
             BusMessage::Publication(p) => self.link.channel_key(&p.channel),
             BusMessage::Join { channel, .. } | BusMessage::Leave { channel, .. } => self.link.channel_key(channel),
-            BusMessage::DisconnectUser { .. } | BusMessage::Ban { .. } | BusMessage::Unban { .. } => {
-                self.link.control_key()
-            }
+            BusMessage::DisconnectUser { .. }
+            | BusMessage::Ban { .. }
+            | BusMessage::Unban { .. }
+            | BusMessage::Node { .. } => self.link.control_key(),
         };
         let env = wire::Envelope { origin: self.link.node_id.clone(), echo: false, msg: wire::WireMsg::from_bus(&msg) };
         let mut cmd = redis::cmd(self.link.publish_command());

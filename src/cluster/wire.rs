@@ -26,6 +26,7 @@ pub enum WireMsg {
     Disconnect { user: String, code: u16 },
     Ban { user: String, until: Option<u64> },
     Unban { user: String },
+    Node { to: String, from: String, payload: Value },
 }
 
 impl WireMsg {
@@ -45,6 +46,9 @@ impl WireMsg {
             }
             BusMessage::Ban { user, until } => WireMsg::Ban { user: user.clone(), until: *until },
             BusMessage::Unban { user } => WireMsg::Unban { user: user.clone() },
+            BusMessage::Node { to, from, payload } => {
+                WireMsg::Node { to: to.to_string(), from: from.to_string(), payload: (**payload).clone() }
+            }
         }
     }
 
@@ -64,6 +68,11 @@ impl WireMsg {
             }
             WireMsg::Ban { user, until } => BusMessage::Ban { user, until },
             WireMsg::Unban { user } => BusMessage::Unban { user },
+            WireMsg::Node { to, from, payload } => BusMessage::Node {
+                to: Arc::from(to.as_str()),
+                from: Arc::from(from.as_str()),
+                payload: Arc::new(payload),
+            },
         })
     }
 }

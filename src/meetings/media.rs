@@ -24,7 +24,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -34,9 +33,9 @@ use signaling::{
     TrackKind, UserId,
 };
 
+use super::cluster::Member;
 use crate::config::IceServer;
 use crate::errors::{ErrorCode, HubError};
-use crate::node::Conn;
 use crate::protocol::ServerMsg;
 
 /// How often the rooms' audio levels are read for the active speaker.
@@ -73,7 +72,7 @@ impl Default for RoomMedia {
 }
 
 struct UserMedia {
-    conn: Arc<Conn>,
+    conn: Member,
     publisher: Option<Peer>,
     subscriber: Option<Peer>,
     subs: HashMap<TrackId, Sub>,
@@ -111,14 +110,14 @@ pub struct FollowUp {
 }
 
 /// A media failure after the request was accepted: pushed to the participant as an `error` event.
-pub fn push_error(conn: &Conn, room: &RoomId, message: String) {
+pub fn push_error(conn: &Member, room: &RoomId, message: String) {
     let data = json!({"room": room, "code": ErrorCode::MediaFailed.as_str(), "message": message});
     push(conn, room, "error", data);
 }
 
 /// A per-participant media message: on the room's channel, without offset (not in its history).
-pub fn push(conn: &Conn, room: &RoomId, event: &str, data: Value) {
-    conn.push(&ServerMsg::Push {
+pub fn push(conn: &Member, room: &RoomId, event: &str, data: Value) {
+    conn.push(ServerMsg::Push {
         channel: super::room_channel(room),
         offset: None,
         event: event.to_string(),
@@ -155,7 +154,7 @@ pub struct NewPeer {
     pub target: PeerTarget,
     pub peer: Peer,
     pub events: tokio::sync::mpsc::Receiver<PeerEvent>,
-    pub conn: Arc<Conn>,
+    pub conn: Member,
 }
 
 impl RoomMedia {
@@ -166,7 +165,7 @@ impl RoomMedia {
         &mut self,
         media: &Media,
         room: &RoomId,
-        conns: &HashMap<UserId, Arc<Conn>>,
+        conns: &HashMap<UserId, Member>,
         command: MediaCommand,
         new_peers: &mut Vec<NewPeer>,
     ) {
@@ -262,7 +261,7 @@ impl RoomMedia {
         &mut self,
         media: &Media,
         room: &RoomId,
-        conns: &HashMap<UserId, Arc<Conn>>,
+        conns: &HashMap<UserId, Member>,
         user: &UserId,
         target: PeerTarget,
         new_peers: &mut Vec<NewPeer>,
@@ -330,7 +329,7 @@ impl RoomMedia {
         &mut self,
         media: &Media,
         room: &RoomId,
-        conns: &HashMap<UserId, Arc<Conn>>,
+        conns: &HashMap<UserId, Member>,
         user: &UserId,
         track: &TrackId,
         (max_width, max_height): (Option<u32>, Option<u32>),

@@ -17,6 +17,7 @@
 //!
 //! Rooms live in this process: a cluster would route each room's inputs to the node holding it.
 
+pub mod cluster;
 pub mod media;
 
 use std::{
@@ -32,9 +33,12 @@ use signaling::{
     ClientMsg, Input, Output, PeerTarget, Reply, Role, Room, RoomEvent, RoomId, RoomOptions, RoomSnapshot, UserId,
 };
 
+use cluster::{Homes, Member, Outbound, Pending, Rpc};
 use media::{Media, NewPeer, RoomMedia};
+use tokio::sync::mpsc;
 
 use crate::{
+    bus::NodeService,
     errors::{ErrorCode, HubError},
     node::{Conn, Node},
 };
@@ -64,8 +68,9 @@ fn now_ms() -> u64 {
 
 struct Entry {
     room: Room,
-    /// The socket each participant joined from: what `Detach` unsubscribes.
-    conns: HashMap<UserId, Arc<Conn>>,
+    /// The socket each participant joined from: what `Detach` unsubscribes, where its media
+    /// messages go.
+    conns: HashMap<UserId, Member>,
     media: RoomMedia,
 }
 
@@ -84,8 +89,34 @@ pub struct Meetings {
     /// Itself, for the tasks that read peer connection events.
     me: Weak<Meetings>,
     rooms: DashMap<RoomId, Slot>,
-    /// Socket id → rooms it joined (to leave them when it closes).
+    /// Socket id → rooms it joined, here or elsewhere (to leave them when it closes).
     joined: DashMap<u64, Vec<RoomId>>,
+    homes: Homes,
+    outbound: Outbound,
+    pending: Pending,
+    /// Messages from other nodes, handled in order by one task.
+    inbound: mpsc::Sender<(String, Rpc)>,
+}
+
+/// The home keys of the rooms held here are refreshed every this many timer ticks (seconds), a
+/// third of their lifetime.
+const HOME_REFRESH_TICKS: u64 = cluster::HOME_TTL.as_secs() / 3;
+
+/// Messages from other nodes waiting for the meetings' task; more are dropped (and logged).
+const INBOUND_CAPACITY: usize = 4096;
+
+impl NodeService for Meetings {
+    fn on_node_message(&self, from: &str, payload: &Value) {
+        match serde_json::from_value::<Rpc>(payload.clone()) {
+            Ok(rpc) => {
+                if self.inbound.try_send((from.to_string(), rpc)).is_err() {
+                    metrics::counter!("hub_meeting_node_messages_dropped_total").increment(1);
+                    tracing::warn!(from, "meeting messages from other nodes: queue full, message dropped");
+                }
+            }
+            Err(e) => tracing::warn!(from, error = %e, "unreadable meeting message from another node"),
+        }
+    }
 }
 
 /// What carrying out a room's outputs produced for the caller.
@@ -94,9 +125,38 @@ struct Done {
 }
 
 impl Meetings {
-    pub fn new(node: Arc<Node>, media: Option<Media>) -> Arc<Meetings> {
+    /// The meetings of this node; `redis` (cluster modes) holds the directory of room homes.
+    pub fn new(node: Arc<Node>, media: Option<Media>, redis: Option<Arc<crate::cluster::RedisLink>>) -> Arc<Meetings> {
         let media = media.map(Arc::new);
-        Arc::new_cyclic(|me| Meetings { node, media, me: me.clone(), rooms: DashMap::new(), joined: DashMap::new() })
+        let homes = redis.map_or(Homes::Single, Homes::Redis);
+        let outbound = Outbound::start(&node);
+        let (inbound, mut rx) = mpsc::channel::<(String, Rpc)>(INBOUND_CAPACITY);
+        let meetings = Arc::new_cyclic(|me: &Weak<Meetings>| {
+            let me = me.clone();
+            tokio::spawn({
+                let me = me.clone();
+                async move {
+                    while let Some((from, rpc)) = rx.recv().await {
+                        let Some(meetings) = me.upgrade() else { return };
+                        meetings.on_rpc(&from, rpc).await;
+                    }
+                }
+            });
+            Meetings {
+                node: node.clone(),
+                media,
+                me,
+                rooms: DashMap::new(),
+                joined: DashMap::new(),
+                homes,
+                outbound,
+                pending: Pending::default(),
+                inbound,
+            }
+        });
+        let service: Weak<dyn NodeService> = Arc::downgrade(&meetings) as Weak<dyn NodeService>;
+        node.set_service(service);
+        meetings
     }
 
     /// Feeds the rooms' audio levels to their active-speaker choice, every
@@ -129,12 +189,18 @@ impl Meetings {
     /// until the node shuts down.
     pub async fn run_timers(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
                 _ = self.node.shutdown.cancelled() => return,
             }
             let slots: Vec<(RoomId, Slot)> = self.rooms.iter().map(|r| (r.key().clone(), r.value().clone())).collect();
+            ticks += 1;
+            if ticks.is_multiple_of(HOME_REFRESH_TICKS) {
+                let ids: Vec<RoomId> = slots.iter().map(|(id, _)| id.clone()).collect();
+                self.homes.refresh(&ids).await;
+            }
             let now = now_ms();
             for (id, slot) in slots {
                 let mut entry = slot.lock().await;
@@ -147,12 +213,16 @@ impl Meetings {
         }
     }
 
-    /// Creates a room (server API).
-    pub fn create(&self, options: RoomOptions) -> Result<RoomSnapshot, HubError> {
+    /// Creates a room (server API), held by this node.
+    pub async fn create(&self, options: RoomOptions) -> Result<RoomSnapshot, HubError> {
         check_room_id(options.id.as_str())?;
         let id = options.id.clone();
+        let exists = || HubError::new(ErrorCode::RoomExists, format!("room {id} exists"));
+        if self.rooms.contains_key(&id) || self.homes.claim(&id, &self.node.id).await? != *self.node.id {
+            return Err(exists());
+        }
         match self.rooms.entry(id.clone()) {
-            dashmap::Entry::Occupied(_) => Err(HubError::new(ErrorCode::RoomExists, format!("room {id} exists"))),
+            dashmap::Entry::Occupied(_) => Err(exists()),
             dashmap::Entry::Vacant(v) => {
                 let room = Room::new(options, now_ms());
                 let snapshot = room.snapshot();
@@ -196,8 +266,8 @@ impl Meetings {
         Ok(entry.room.snapshot())
     }
 
-    /// Serves one `meeting.*` op for the socket. A join also returns the channel to activate
-    /// once the reply is queued.
+    /// Serves one `meeting.*` op for the socket, here or at the room's home node. A join also
+    /// returns the channel to activate once the reply is queued.
     pub async fn handle(&self, conn: &Arc<Conn>, msg: ClientMsg) -> Result<(Value, Option<(String, u64)>), HubError> {
         let msg = match msg {
             ClientMsg::Join(r) => return self.join(conn, r.room).await,
@@ -214,12 +284,31 @@ impl Meetings {
             msg => msg,
         };
         let id = msg.room().clone();
-        let slot = self.slot(&id)?;
+        let user = UserId::from(&*conn.user);
+        if !self.rooms.contains_key(&id) {
+            let home = self.homes.lookup(&id, &self.node.id).await?;
+            if let Some(home) = home.filter(|h| **h != *self.node.id) {
+                return Ok((self.request(&home, conn, None, msg).await?, None));
+            }
+        }
+        Ok((self.serve(&id, user, msg).await?, None))
+    }
+
+    /// Runs a (non-join) request of `user` on a room held here.
+    async fn serve(&self, id: &RoomId, user: UserId, msg: ClientMsg) -> Result<Value, HubError> {
+        let slot = self.slot(id)?;
         let mut entry = slot.lock().await;
         // Only `Join` reads the role.
-        let input = msg.into_input(UserId::from(&*conn.user), Role::Viewer);
-        let done = self.apply(&id, &mut entry, input, now_ms()).await?;
-        Ok((done.reply, None))
+        let input = msg.into_input(user, Role::Viewer);
+        Ok(self.apply(id, &mut entry, input, now_ms()).await?.reply)
+    }
+
+    /// Sends a socket's request to the room's home and waits for its answer.
+    async fn request(&self, home: &str, conn: &Conn, grant: Option<Role>, msg: ClientMsg) -> Result<Value, HubError> {
+        let (id, rx) = self.pending.open();
+        let rpc = Rpc::Request { id, conn: conn.id, user: conn.user.to_string(), grant, closing: false, msg };
+        self.outbound.send(home, rpc);
+        self.pending.wait(id, rx).await
     }
 
     async fn join(&self, conn: &Arc<Conn>, id: RoomId) -> Result<(Value, Option<(String, u64)>), HubError> {
@@ -227,6 +316,42 @@ impl Meetings {
         let Some(role) = conn.room_grants().get(id.as_str()).copied() else {
             return Err(HubError::new(ErrorCode::Forbidden, format!("the token grants no access to room {id}")));
         };
+        let home = if self.rooms.contains_key(&id) {
+            self.node.id.to_string()
+        } else {
+            self.homes.claim(&id, &self.node.id).await?
+        };
+        let user = UserId::from(&*conn.user);
+        let channel = room_channel(&id);
+        // Subscribed (pending) before the room's events go out: the joiner reads its reply, then
+        // `participant_joined` for itself.
+        let activate = match self.node.subscribe(conn, &channel, None).await {
+            Ok(reply) => Some((channel.clone(), reply.position.map(|p| p.offset).unwrap_or(0))),
+            Err(e) if e.code == ErrorCode::AlreadySubscribed => None,
+            Err(e) => return Err(e),
+        };
+        self.joined.entry(conn.id).or_default().push(id.clone());
+        let joined = if home == *self.node.id {
+            self.admit(&id, Member::Local(conn.clone()), user, role).await
+        } else {
+            self.request(&home, conn, Some(role), ClientMsg::Join(signaling::messages::RoomRef { room: id.clone() }))
+                .await
+        };
+        match joined {
+            Ok(reply) => Ok((reply, activate)),
+            Err(e) => {
+                self.forget(conn.id, &id);
+                if activate.is_some() {
+                    let _ = self.node.unsubscribe(conn, &channel).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Lets `user` into a room held here (made with the default options if it does not exist),
+    /// from the socket `member`.
+    async fn admit(&self, id: &RoomId, member: Member, user: UserId, role: Role) -> Result<Value, HubError> {
         // A grant for a room that does not exist creates it with the default options.
         let slot = self
             .rooms
@@ -237,51 +362,107 @@ impl Meetings {
             })
             .clone();
         let mut entry = slot.lock().await;
-        let user = UserId::from(&*conn.user);
         let now = now_ms();
-        // Check before subscribing, so that a refused join leaves no subscription behind.
-        let mut trial = entry.room.clone();
-        trial.handle(Input::Join { user: user.clone(), role }, now)?;
-        let channel = room_channel(&id);
-        // Subscribed (pending) before the room's events go out: the joiner reads its reply, then
-        // `participant_joined` for itself.
-        let activate = match self.node.subscribe(conn, &channel, None).await {
-            Ok(reply) => Some((channel.clone(), reply.position.map(|p| p.offset).unwrap_or(0))),
-            Err(e) if e.code == ErrorCode::AlreadySubscribed => None,
-            Err(e) => return Err(e),
-        };
-        entry.conns.insert(user.clone(), conn.clone());
-        self.joined.entry(conn.id).or_default().push(id.clone());
-        match self.apply(&id, &mut entry, Input::Join { user: user.clone(), role }, now).await {
+        let previous = entry.conns.insert(user.clone(), member);
+        match self.apply(id, &mut entry, Input::Join { user: user.clone(), role }, now).await {
             Ok(mut done) => {
-                if let (Some(media), Some(data)) = (&self.media, done.reply.as_object_mut()) {
-                    data.insert("ice_servers".into(), serde_json::to_value(&media.ice_servers).unwrap_or_default());
+                if let Some(data) = done.reply.as_object_mut() {
+                    data.insert("node".into(), json!(&*self.node.id));
+                    if let Some(media) = &self.media {
+                        data.insert("ice_servers".into(), serde_json::to_value(&media.ice_servers).unwrap_or_default());
+                    }
                 }
-                Ok((done.reply, activate))
+                Ok(done.reply)
             }
             Err(e) => {
-                entry.conns.remove(&user);
-                self.forget(conn.id, &id);
-                if activate.is_some() {
-                    let _ = self.node.unsubscribe(conn, &channel).await;
-                }
+                // Refused (already joined from another socket, full, locked...): as it was.
+                match previous {
+                    Some(member) => entry.conns.insert(user, member),
+                    None => entry.conns.remove(&user),
+                };
                 Err(e)
             }
         }
     }
 
-    /// A closing socket leaves every room it joined.
+    /// A closing socket leaves every room it joined (here, or through the room's home).
     pub async fn on_disconnect(&self, conn: &Arc<Conn>) {
         let Some((_, rooms)) = self.joined.remove(&conn.id) else {
             return;
         };
         let user = UserId::from(&*conn.user);
         for id in rooms {
-            let Ok(slot) = self.slot(&id) else { continue };
-            let mut entry = slot.lock().await;
-            if entry.conns.get(&user).is_some_and(|c| c.id == conn.id) {
-                if let Err(e) = self.apply(&id, &mut entry, Input::Leave { user: user.clone() }, now_ms()).await {
-                    tracing::debug!(room = %id, error = %e, "leave on disconnect");
+            match self.slot(&id) {
+                Ok(slot) => {
+                    let mut entry = slot.lock().await;
+                    if entry.conns.get(&user).is_some_and(|m| m.is_local(conn.id)) {
+                        let leave = Input::Leave { user: user.clone() };
+                        if let Err(e) = self.apply(&id, &mut entry, leave, now_ms()).await {
+                            tracing::debug!(room = %id, error = %e, "leave on disconnect");
+                        }
+                    }
+                }
+                Err(_) => {
+                    let Ok(Some(home)) = self.homes.lookup(&id, &self.node.id).await else { continue };
+                    let msg = ClientMsg::Leave(signaling::messages::RoomRef { room: id.clone() });
+                    // No reply is sent to a closing request.
+                    let rpc =
+                        Rpc::Request { id: 0, conn: conn.id, user: user.to_string(), grant: None, closing: true, msg };
+                    self.outbound.send(&home, rpc);
+                }
+            }
+        }
+    }
+
+    /// A request from another node's socket (`from`, socket `conn`), for a room held here.
+    async fn serve_remote(
+        &self,
+        from: &str,
+        conn: u64,
+        user: UserId,
+        grant: Option<Role>,
+        closing: bool,
+        msg: ClientMsg,
+    ) -> Result<Value, HubError> {
+        let id = msg.room().clone();
+        match msg {
+            ClientMsg::Join(_) => {
+                let role = grant.ok_or_else(|| HubError::new(ErrorCode::Forbidden, "no grant for the room"))?;
+                let member = Member::Remote { node: from.to_string(), conn, outbound: self.outbound.clone() };
+                self.admit(&id, member, user, role).await
+            }
+            ClientMsg::Leave(_) if closing => {
+                // The socket closed: only if it is still the one the user joined from.
+                let slot = self.slot(&id)?;
+                let mut entry = slot.lock().await;
+                if !entry.conns.get(&user).is_some_and(|m| m.is_remote(from, conn)) {
+                    return Ok(json!({}));
+                }
+                Ok(self.apply(&id, &mut entry, Input::Leave { user }, now_ms()).await?.reply)
+            }
+            msg => self.serve(&id, user, msg).await,
+        }
+    }
+
+    /// One message from another node, in the order that node sent it.
+    async fn on_rpc(&self, from: &str, rpc: Rpc) {
+        match rpc {
+            Rpc::Request { id, conn, user, grant, closing, msg } => {
+                let result = self.serve_remote(from, conn, UserId::from(user.as_str()), grant, closing, msg).await;
+                if !closing {
+                    self.outbound.send(from, cluster::reply(id, result));
+                }
+            }
+            Rpc::Reply { id, ok, code, message } => self.pending.close(id, cluster::outcome(ok, code, message)),
+            Rpc::Push { conn, msg } => {
+                if let Some(conn) = self.node.conn(conn) {
+                    conn.push(&msg);
+                }
+            }
+            Rpc::Detach { conn, room } => {
+                self.forget(conn, &room);
+                if let Some(conn) = self.node.conn(conn) {
+                    let _ = self.node.unsubscribe(&conn, &room_channel(&room)).await;
                 }
             }
         }
@@ -307,10 +488,16 @@ impl Meetings {
                 Output::Notify { to, event } => self.publish(&crate::chat::user_channel(to.as_str()), &event).await,
                 Output::Detach { user, reason } => {
                     tracing::debug!(room = %id, %user, ?reason, "detached");
-                    if let Some(conn) = entry.conns.remove(&user) {
-                        self.forget(conn.id, id);
-                        // Not subscribed any more when its socket has closed.
-                        let _ = self.node.unsubscribe(&conn, &room_channel(id)).await;
+                    match entry.conns.remove(&user) {
+                        Some(Member::Local(conn)) => {
+                            self.forget(conn.id, id);
+                            // Not subscribed any more when its socket has closed.
+                            let _ = self.node.unsubscribe(&conn, &room_channel(id)).await;
+                        }
+                        Some(Member::Remote { node, conn, outbound }) => {
+                            outbound.send(&node, Rpc::Detach { conn, room: id.clone() });
+                        }
+                        None => {}
                     }
                 }
                 Output::Media(command) => match &self.media {
@@ -324,6 +511,7 @@ impl Meetings {
         }
         if entry.room.ended().is_some() {
             self.rooms.remove(id);
+            self.homes.release(id, &self.node.id).await;
         }
         Ok(Done { reply })
     }
@@ -350,7 +538,7 @@ impl Meetings {
         user: &UserId,
         target: PeerTarget,
         peer: PeerId,
-        conn: &Conn,
+        conn: &Member,
         event: PeerEvent,
     ) {
         let Some(media) = &self.media else { return };

@@ -1,0 +1,220 @@
+//! Rooms in a cluster: a room lives on one node (its *home*, the node where it was created or first
+//! joined), and the signaling of sockets on other nodes reaches it over the bus.
+//!
+//! - **Home directory** ([`Homes`]): in Redis modes, `SET {prefix}:room-home:{room} <node> NX` with
+//!   an expiry the home refreshes while the room lives ([`HOME_TTL`]); a node that dies loses its
+//!   rooms, and their ids become free once the key lapses. A single node is every room's home.
+//! - **Requests** ([`Rpc::Request`]): the socket's node checks the token's grant, then sends the
+//!   op to the home as a `BusMessage::Node`; the home runs it as it would a local one, with a
+//!   [`Member::Remote`] for the socket, and answers with [`Rpc::Reply`]. The caller waits at most
+//!   [`REQUEST_TIMEOUT`] (`unavailable` after).
+//! - **Back to the socket**: room events are publications on `room:{id}`, which reach the socket's
+//!   node as any channel's do (the socket is subscribed there by its own node). What is for the
+//!   socket alone — SDP answers and offers, candidates, media errors — goes as [`Rpc::Push`], and a
+//!   departure as [`Rpc::Detach`] (the socket's node unsubscribes it from `room:{id}`).
+//! - **Order**: each node sends its node messages through one queue ([`Outbound`]) and handles
+//!   those it receives in one task, so two nodes see each other's messages in order.
+//! - **Media** is the home's: the SDP a remote participant gets is made there and carries the home's
+//!   candidates, so its media goes straight to the home's UDP port.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use signaling::{ClientMsg, Role, RoomId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cluster::RedisLink;
+use crate::errors::{ErrorCode, HubError};
+use crate::node::{Conn, Node};
+use crate::protocol::ServerMsg;
+
+/// How long a room's home key lives without a refresh.
+pub const HOME_TTL: Duration = Duration::from_secs(30);
+/// How long a socket's node waits for the home's reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Node messages waiting to be sent; more are dropped (and logged).
+const OUTBOUND_CAPACITY: usize = 4096;
+
+/// What meeting nodes tell each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Rpc {
+    /// A socket's meeting op, for the room's home. `grant` is the token's role for the room.
+    /// `closing`: the socket closed (a `Leave` that applies only if the user is still in the room
+    /// from that socket; no reply).
+    Request { id: u64, conn: u64, user: String, grant: Option<Role>, closing: bool, msg: ClientMsg },
+    /// The home's answer: the reply data, or an error code and message.
+    Reply { id: u64, ok: Option<Value>, code: Option<String>, message: Option<String> },
+    /// A message for one socket alone.
+    Push { conn: u64, msg: ServerMsg },
+    /// The socket's user left the room: unsubscribe it from `room:{id}`.
+    Detach { conn: u64, room: RoomId },
+}
+
+/// Where a participant's socket is.
+#[derive(Clone)]
+pub enum Member {
+    Local(Arc<Conn>),
+    Remote { node: String, conn: u64, outbound: Outbound },
+}
+
+impl Member {
+    pub fn push(&self, msg: ServerMsg) {
+        match self {
+            Member::Local(conn) => {
+                conn.push(&msg);
+            }
+            Member::Remote { node, conn, outbound } => outbound.send(node, Rpc::Push { conn: *conn, msg }),
+        }
+    }
+
+    /// This node's socket `conn`.
+    pub fn is_local(&self, conn: u64) -> bool {
+        matches!(self, Member::Local(c) if c.id == conn)
+    }
+
+    /// Socket `conn` of node `node`.
+    pub fn is_remote(&self, node: &str, conn: u64) -> bool {
+        matches!(self, Member::Remote { node: n, conn: c, .. } if n == node && *c == conn)
+    }
+}
+
+/// This node's queue of node messages, sent in order by one task.
+#[derive(Clone)]
+pub struct Outbound {
+    tx: mpsc::Sender<(String, Rpc)>,
+}
+
+impl Outbound {
+    pub fn start(node: &Arc<Node>) -> Outbound {
+        let (tx, mut rx) = mpsc::channel::<(String, Rpc)>(OUTBOUND_CAPACITY);
+        let weak = Arc::downgrade(node);
+        tokio::spawn(async move {
+            while let Some((to, rpc)) = rx.recv().await {
+                let Some(node) = weak.upgrade() else { return };
+                let payload = serde_json::to_value(&rpc).unwrap_or_default();
+                if let Err(e) = node.send_to_node(&to, payload).await {
+                    tracing::warn!(to, error = %e, "meeting message to another node lost");
+                }
+            }
+        });
+        Outbound { tx }
+    }
+
+    pub fn send(&self, to: &str, rpc: Rpc) {
+        if self.tx.try_send((to.to_string(), rpc)).is_err() {
+            metrics::counter!("hub_meeting_node_messages_dropped_total").increment(1);
+            tracing::warn!(to, "meeting message queue full: message dropped");
+        }
+    }
+}
+
+/// Requests waiting for their reply.
+#[derive(Default)]
+pub struct Pending {
+    next: AtomicU64,
+    waiting: DashMap<u64, oneshot::Sender<Result<Value, HubError>>>,
+}
+
+impl Pending {
+    pub fn open(&self) -> (u64, oneshot::Receiver<Result<Value, HubError>>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.insert(id, tx);
+        (id, rx)
+    }
+
+    pub fn close(&self, id: u64, result: Result<Value, HubError>) {
+        if let Some((_, tx)) = self.waiting.remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+
+    pub async fn wait(&self, id: u64, rx: oneshot::Receiver<Result<Value, HubError>>) -> Result<Value, HubError> {
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
+        self.waiting.remove(&id);
+        match result {
+            Ok(Ok(result)) => result,
+            _ => Err(HubError::new(ErrorCode::Unavailable, "the room's node did not answer")),
+        }
+    }
+}
+
+/// The reply message for a request's outcome.
+pub fn reply(id: u64, result: Result<Value, HubError>) -> Rpc {
+    match result {
+        Ok(data) => Rpc::Reply { id, ok: Some(data), code: None, message: None },
+        Err(e) => Rpc::Reply { id, ok: None, code: Some(e.code.as_str().to_string()), message: Some(e.message) },
+    }
+}
+
+/// The outcome a reply message carries.
+pub fn outcome(ok: Option<Value>, code: Option<String>, message: Option<String>) -> Result<Value, HubError> {
+    match ok {
+        Some(data) => Ok(data),
+        None => {
+            let code = code.as_deref().and_then(ErrorCode::parse).unwrap_or(ErrorCode::Internal);
+            Err(HubError::new(code, message.unwrap_or_default()))
+        }
+    }
+}
+
+/// Which node holds each room.
+pub enum Homes {
+    /// One node: every room is here.
+    Single,
+    Redis(Arc<RedisLink>),
+}
+
+impl Homes {
+    fn key(link: &RedisLink, room: &RoomId) -> String {
+        link.key("room-home", room.as_str())
+    }
+
+    /// The room's home, claiming it for `me` when it has none.
+    pub async fn claim(&self, room: &RoomId, me: &str) -> Result<String, HubError> {
+        let Homes::Redis(link) = self else { return Ok(me.to_string()) };
+        let key = Self::key(link, room);
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(me).arg("NX").arg("PX").arg(HOME_TTL.as_millis() as u64);
+        let _: Option<String> = link.query(&set).await?;
+        let home: Option<String> = link.query(redis::cmd("GET").arg(&key)).await?;
+        // Gone between the two calls (expired): ours to take next time; say so now.
+        home.ok_or_else(|| HubError::new(ErrorCode::Unavailable, "the room's home changed; try again"))
+    }
+
+    /// The room's home, if it has one.
+    pub async fn lookup(&self, room: &RoomId, me: &str) -> Result<Option<String>, HubError> {
+        let Homes::Redis(link) = self else { return Ok(Some(me.to_string())) };
+        link.query(redis::cmd("GET").arg(Self::key(link, room))).await
+    }
+
+    /// Keeps the home keys of the rooms held here alive.
+    pub async fn refresh(&self, rooms: &[RoomId]) {
+        let Homes::Redis(link) = self else { return };
+        if rooms.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for room in rooms {
+            pipe.cmd("PEXPIRE").arg(Self::key(link, room)).arg(HOME_TTL.as_millis() as u64).ignore();
+        }
+        if let Err(e) = link.query_pipe(&pipe).await {
+            tracing::warn!(error = %e, "room homes not refreshed");
+        }
+    }
+
+    /// The room ended here: its id is free again.
+    pub async fn release(&self, room: &RoomId, me: &str) {
+        let Homes::Redis(link) = self else { return };
+        let key = Self::key(link, room);
+        let home: Result<Option<String>, _> = link.query(redis::cmd("GET").arg(&key)).await;
+        if home.ok().flatten().as_deref() == Some(me) {
+            let _: Result<i64, _> = link.query(redis::cmd("DEL").arg(&key)).await;
+        }
+    }
+}
