@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
+use common::{services::RedisServer, *};
 use hub::{
     auth::{mint_hs256, now_secs, parse_room_grants, Claims, Token},
     protocol::Codec,
@@ -181,6 +181,11 @@ impl Receiver {
     async fn start(hub: &Hub, user: &str, room: &str, role: &str) -> Receiver {
         let mut client = Client::connect_token(hub, &grant(user, &format!("{room}:{role}")), Codec::Json).await;
         client.ok(json!({ "op": "meeting.join", "room": room })).await;
+        Receiver::with_client(client).await
+    }
+
+    /// A receiver on a client that has joined already.
+    async fn with_client(client: Client) -> Receiver {
         let pc = pc().await;
         let (tx, frames) = mpsc::unbounded_channel();
         pc.on_track(Box::new(move |track, _, _| {
@@ -343,4 +348,59 @@ async fn media_ops_refuse_bad_input_and_the_socket_lives_on() {
     assert_eq!(p.err(publish).await, "invalid_track");
     p.ok(json!({ "op": "ping" })).await;
     viewer.ok(json!({ "op": "ping" })).await;
+}
+
+/// Two nodes on one Redis: the room lives on the node of its first joiner; a participant whose
+/// socket is on the other node joins, negotiates and receives media through it, and its node's
+/// socket closing takes it out of the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_room_on_one_node_serves_a_socket_on_another() {
+    let redis = RedisServer::start();
+    let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[]);
+    let (one, two) = (node(1), node(2));
+    let room = "spanning";
+    let mut alice = Publisher::start(&one, "alice", room).await;
+    let home = alice.client.connect_reply["node"].as_str().unwrap().to_string();
+
+    let mut bob = Client::connect_token(&two, &grant("bob", &format!("{room}:participant")), Codec::Json).await;
+    let bob_node = bob.connect_reply["node"].as_str().unwrap().to_string();
+    assert_ne!(bob_node, home, "bob's socket is on the other node");
+    let joined = bob.ok(json!({ "op": "meeting.join", "room": room })).await;
+    assert_eq!(joined["node"], home.as_str(), "the room, and so the media, is on the first node");
+    let users: Vec<&str> =
+        joined["room"]["participants"].as_array().unwrap().iter().map(|p| p["user"].as_str().unwrap()).collect();
+    assert_eq!(users, ["alice", "bob"]);
+    let mut bob = Receiver::with_client(bob).await;
+    // Alice's own `participant_joined` went by while she negotiated; Bob's follows.
+    while media_msg_event(&mut alice.client, room, "participant_joined").await["user"] != "bob" {}
+
+    // Bob's offer comes from the home through his node; his answer goes back the same way.
+    let mut answered = Box::pin(async {
+        bob.answer_offer(room).await;
+        bob
+    });
+    let mut bob = loop {
+        tokio::select! {
+            bob = &mut answered => break bob,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => { alice.frame().await; }
+        }
+    };
+    pump_until_received(&mut alice, &mut bob, 0).await;
+
+    // Room ops from the far socket reach the room; its events come back over the room channel.
+    bob.client.ok(json!({ "op": "meeting.raise_hand", "room": room })).await;
+    let raised = media_msg_event(&mut alice.client, room, "hand_raised").await;
+    assert_eq!(raised["user"], "bob");
+    assert_eq!(bob.client.err(json!({ "op": "meeting.end", "room": room })).await, "not_host");
+    assert_eq!(
+        bob.client.err(json!({ "op": "meeting.mute", "room": room, "track": "t9", "muted": true })).await,
+        "unknown_track"
+    );
+
+    // Bob's socket closes on his node: the home hears of it.
+    drop(bob.client);
+    let left = media_msg_event(&mut alice.client, room, "participant_left").await;
+    assert_eq!((left["user"].as_str(), left["reason"].as_str()), (Some("bob"), Some("left")));
+    bob.pc.close().await.unwrap();
+    alice.pc.close().await.unwrap();
 }
