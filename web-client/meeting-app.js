@@ -178,6 +178,8 @@ function updateTile(tile, p, m) {
   else delete el.dataset.videoTrack;
   if (audio) el.dataset.audioTrack = audio.id;
   else delete el.dataset.audioTrack;
+  if (screen) el.dataset.screenTrack = screen.id;
+  else delete el.dataset.screenTrack;
   const flags = [];
   if (p.hand_raised) flags.push('✋');
   if (audio?.muted) flags.push('mic off');

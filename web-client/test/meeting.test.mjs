@@ -138,7 +138,7 @@ function until(page, fn, arg) {
 
 /** The room track id of `user`'s track of `kind` as `page` shows it (waits until it is there). */
 async function trackOf(page, user, kind) {
-  const attr = kind === 'audio' ? 'audioTrack' : 'videoTrack';
+  const attr = `${kind}Track`;
   await until(page, ([u, a]) => document.querySelector(`.tile[data-user="${u}"]`)?.dataset[a], [user, attr]);
   return page.$eval(`.tile[data-user="${user}"]`, (el, a) => el.dataset[a], attr);
 }
@@ -277,6 +277,17 @@ test('two participants see and hear each other; chat, hands, mute, host mute, ac
   // header extension); bob's tile for her lights up.
   await until(bob, () => document.querySelector('.tile[data-user="alice"]').dataset.speaking === 'true');
   assert.ok(await bob.evaluate(() => window.rec.events.some((e) => e.type === 'active_speaker' && e.user === 'alice')));
+
+  // alice shares her screen: a track added on her publisher connection, and on bob's subscriber
+  // connection by the hub's next offer; bob plays it beside her camera. She stops: it goes.
+  await alice.click('#screen');
+  const screen = await trackOf(bob, 'alice', 'screen');
+  await until(bob, () => document.querySelector('.tile[data-user="alice"] video.screen').videoWidth > 0);
+  await statAbove(bob, screen, 'framesDecoded', await statAbove(bob, screen, 'framesDecoded', 0));
+  await alice.click('#screen');
+  await until(bob, () => document.querySelector('.tile[data-user="alice"]').dataset.screen === 'off');
+  await until(alice, () => window.meetingDemo.meeting.publisher.signalingState === 'stable' && document.getElementById('screen').dataset.on === 'false');
+  await statAbove(bob, aliceVideo, 'framesDecoded', await stat(bob, aliceVideo, 'framesDecoded'));
 
   // bob leaves: alice's grid loses his tile.
   await bob.click('#leave');
