@@ -153,21 +153,26 @@ class ToneAudio(MediaStreamTrack):
 
 
 def sections(sdp):
-    """Media sections of an SDP as (mid, msid stream id, msid track id, kind)."""
+    """Media sections of an SDP that send, as (mid, msid stream id, msid track id, kind)."""
     found = []
     current = None
     for line in sdp.splitlines():
         if line.startswith("m="):
-            current = {"kind": line[2:].split(" ", 1)[0], "mid": None, "msid": None}
+            current = {"kind": line[2:].split(" ", 1)[0], "mid": None, "msid": None, "sends": True}
             found.append(current)
-        elif current is not None and line.startswith("a=mid:"):
+        elif current is None:
+            continue
+        elif line.startswith("a=mid:"):
             current["mid"] = line[len("a=mid:") :].strip()
-        elif current is not None and line.startswith("a=msid:"):
+        elif line.startswith("a=msid:"):
             current["msid"] = line[len("a=msid:") :].strip()
+        elif line in ("a=sendonly", "a=sendrecv", "a=recvonly", "a=inactive"):
+            current["sends"] = line in ("a=sendonly", "a=sendrecv")
     out = []
     for s in found:
-        stream, _, track = (s["msid"] or "").partition(" ")
-        out.append((s["mid"], stream or None, track or None, s["kind"]))
+        if s["sends"]:
+            stream, _, track = (s["msid"] or "").partition(" ")
+            out.append((s["mid"], stream or None, track or None, s["kind"]))
     return out
 
 
