@@ -6,6 +6,10 @@
 //! - `chat`: N matched pairs (made through the server API) sending `chat.send` at a paced total
 //!   rate; report the sender's ack latency, the delivery latency to the peer, messages/s, errors,
 //!   messages lost, and the hub's CPU and memory.
+//! - `sfu`: meeting rooms of N webrtc-rs participants through the hub's signaling, publishing
+//!   synthetic audio and VP8 video and receiving each other's; forwarded packets/s, loss and
+//!   one-way latency per forwarded stream, the hub's CPU per forwarded packet.
+//! - `sfu-core`: the forwarding core (`sfu::Forwarder`) alone in this process, packets per core.
 //!
 //! One process may hold only so many open files and one source address only ~28k ephemeral
 //! ports, so the coordinator re-executes itself as hidden `worker` processes, each binding its
@@ -21,6 +25,7 @@ mod ipc;
 mod pool;
 mod publisher;
 mod report;
+mod sfu;
 mod sys;
 mod worker;
 
@@ -49,6 +54,10 @@ enum Scenario {
     Fanout(FanoutArgs),
     /// N matched pairs exchanging chat messages at a given rate; ack and delivery latency.
     Chat(ChatArgs),
+    /// Meeting rooms of webrtc-rs peers through the hub's SFU; forwarded packets, loss, latency.
+    Sfu(sfu::SfuArgs),
+    /// The SFU's forwarding core alone, in-process: forwarded packets per core.
+    SfuCore(sfu::core::CoreArgs),
     /// Internal: one worker process (plan and commands on stdin, events on stdout).
     #[command(hide = true)]
     Worker,
@@ -195,6 +204,8 @@ fn main() -> std::process::ExitCode {
         Scenario::Idle(args) => runtime().and_then(|rt| rt.block_on(idle::run(args))),
         Scenario::Fanout(args) => runtime().and_then(|rt| rt.block_on(fanout::run(args))),
         Scenario::Chat(args) => runtime().and_then(|rt| rt.block_on(chat::run(args))),
+        Scenario::Sfu(args) => runtime().and_then(|rt| rt.block_on(sfu::run(args))),
+        Scenario::SfuCore(args) => sfu::core::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
