@@ -161,6 +161,8 @@ pub enum Op {
     MeetingSubscribe(meeting::Subscribe),
     #[serde(rename = "meeting.unsubscribe")]
     MeetingUnsubscribe(meeting::Unsubscribe),
+    #[serde(rename = "meeting.mix")]
+    MeetingMix(meeting::Mix),
 }
 
 impl Op {
@@ -184,6 +186,7 @@ impl Op {
             Op::MeetingUnpublish(m) => M::Unpublish(m),
             Op::MeetingSubscribe(m) => M::Subscribe(m),
             Op::MeetingUnsubscribe(m) => M::Unsubscribe(m),
+            Op::MeetingMix(m) => M::Mix(m),
             other => return Err(other),
         })
     }
@@ -227,6 +230,7 @@ pub const OP_NAMES: &[&str] = &[
     "meeting.unpublish",
     "meeting.subscribe",
     "meeting.unsubscribe",
+    "meeting.mix",
 ];
 
 /// What a client learns about another client (presence, join/leave, publisher).

@@ -101,6 +101,11 @@ pub enum Input {
         #[serde(default)]
         target: Option<UserId>,
     },
+    /// Receive the room's audio mix on the subscriber connection (`on`), or stop.
+    Mix {
+        user: UserId,
+        on: bool,
+    },
     /// From the media plane: who speaks loudest now (`None`: nobody).
     ActiveSpeaker {
         user: Option<UserId>,

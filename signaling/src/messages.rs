@@ -199,6 +199,20 @@ pub struct LowerHand {
     pub user: Option<UserId>,
 }
 
+/// Receives the room's audio mix (every published microphone, decoded, summed and encoded as
+/// one Opus track) on the subscriber connection, or stops it. For listen-only participants: a
+/// client that takes the mix usually unsubscribes from the separate audio tracks. A new offer
+/// follows.
+///
+/// ```json
+/// {"id":16,"op":"meeting.mix","room":"townhall","on":true}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mix {
+    pub room: RoomId,
+    pub on: bool,
+}
+
 /// A meeting request, decoded from a whole request frame (the envelope's `id` is ignored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op")]
@@ -235,6 +249,8 @@ pub enum ClientMsg {
     RaiseHand(RoomRef),
     #[serde(rename = "meeting.lower_hand")]
     LowerHand(LowerHand),
+    #[serde(rename = "meeting.mix")]
+    Mix(Mix),
 }
 
 /// Every meeting op name, to tell `unknown_op` from `bad_request`.
@@ -255,6 +271,7 @@ pub const OP_NAMES: &[&str] = &[
     "meeting.end",
     "meeting.raise_hand",
     "meeting.lower_hand",
+    "meeting.mix",
 ];
 
 impl ClientMsg {
@@ -277,6 +294,7 @@ impl ClientMsg {
             ClientMsg::End(_) => "meeting.end",
             ClientMsg::RaiseHand(_) => "meeting.raise_hand",
             ClientMsg::LowerHand(_) => "meeting.lower_hand",
+            ClientMsg::Mix(_) => "meeting.mix",
         }
     }
 
@@ -295,6 +313,7 @@ impl ClientMsg {
             ClientMsg::Remove(m) => &m.room,
             ClientMsg::Lock(m) => &m.room,
             ClientMsg::LowerHand(m) => &m.room,
+            ClientMsg::Mix(m) => &m.room,
         }
     }
 
@@ -323,6 +342,7 @@ impl ClientMsg {
             ClientMsg::End(_) => Input::End { by: Some(user) },
             ClientMsg::RaiseHand(_) => Input::RaiseHand { user },
             ClientMsg::LowerHand(m) => Input::LowerHand { user, target: m.user },
+            ClientMsg::Mix(m) => Input::Mix { user, on: m.on },
         }
     }
 }

@@ -182,6 +182,12 @@ pub enum MediaCommand {
         user: UserId,
         track: TrackId,
     },
+    /// Add the room's audio mix to `user`'s subscriber connection (`on`), or remove it; a
+    /// `CreateOffer` follows.
+    Mix {
+        user: UserId,
+        on: bool,
+    },
     /// The track is muted: drop its packets instead of forwarding them.
     StopForwarding {
         track: TrackId,

@@ -224,6 +224,11 @@ impl Room {
                     out.push(Output::Broadcast(RoomEvent::ActiveSpeaker { user }));
                 }
             }
+            Input::Mix { user, on } => {
+                let i = self.member(&user)?;
+                out.push(Output::Media(MediaCommand::Mix { user, on }));
+                self.renegotiate(i, &mut out);
+            }
             Input::Renegotiate { user } => {
                 if let Some(i) = self.index(&user) {
                     self.renegotiate(i, &mut out);

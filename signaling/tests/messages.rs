@@ -109,6 +109,7 @@ fn op_names_and_event_names_match_the_tags() {
         ClientMsg::End(messages::RoomRef { room: room() }),
         ClientMsg::RaiseHand(messages::RoomRef { room: room() }),
         ClientMsg::LowerHand(messages::LowerHand { room: room(), user: None }),
+        ClientMsg::Mix(messages::Mix { room: room(), on: true }),
     ];
     let ops: Vec<&str> = msgs.iter().map(ClientMsg::op).collect();
     assert_eq!(ops, OP_NAMES);

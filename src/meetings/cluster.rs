@@ -47,6 +47,9 @@ pub enum Rpc {
     /// `closing`: the socket closed (a `Leave` that applies only if the user is still in the room
     /// from that socket; no reply).
     Request { id: u64, conn: u64, user: String, grant: Option<Role>, closing: bool, msg: ClientMsg },
+    /// A server-API call on a room held by the addressee: `input` (`by: None`), or only a look
+    /// at it; the reply is the room's snapshot afterwards.
+    Api { id: u64, room: RoomId, input: Option<signaling::Input> },
     /// The home's answer: the reply data, or an error code and message.
     Reply { id: u64, ok: Option<Value>, code: Option<String>, message: Option<String> },
     /// A message for one socket alone.

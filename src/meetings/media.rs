@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sfu::rtc::{layer_of_rid, MediaKind, MediaNode, Peer, PeerEvent, PeerId, PeerRole, PublishedTrack};
+use sfu::rtc::{layer_of_rid, MediaKind, MediaNode, MixId, Peer, PeerEvent, PeerId, PeerRole, PublishedTrack};
 use signaling::{
     Constraints, IceCandidate, Layer, LayerSelector, MediaCommand, PeerTarget, RoomId, SelectorConfig, TrackId,
     TrackKind, UserId,
@@ -59,6 +59,8 @@ pub struct RoomMedia {
     users: HashMap<UserId, UserMedia>,
     tracks: HashMap<TrackId, TrackMedia>,
     speaker: sfu::ActiveSpeaker<UserId>,
+    /// The room's audio mix, made for its first listener and fed every flowing audio track.
+    mix: Option<MixId>,
 }
 
 impl Default for RoomMedia {
@@ -67,9 +69,13 @@ impl Default for RoomMedia {
             users: HashMap::new(),
             tracks: HashMap::new(),
             speaker: sfu::ActiveSpeaker::new(Default::default()),
+            mix: None,
         }
     }
 }
+
+/// The stream and track id of the room's mix in a listener's SDP.
+pub const MIX_LABEL: &str = "mix";
 
 struct UserMedia {
     conn: Member,
@@ -220,7 +226,34 @@ impl RoomMedia {
                 if let Some(t) = self.tracks.remove(&track) {
                     if t.kind == TrackKind::Audio {
                         self.speaker.remove(&t.owner);
+                        if let (Some(mix), Some(id)) = (self.mix, t.flowing) {
+                            let _ = media.node.mix_remove_track(mix, id);
+                        }
                     }
+                }
+            }
+            MediaCommand::Mix { user, on } => {
+                let Some(peer) = self.peer(media, room, conns, &user, PeerTarget::Subscriber, new_peers).await else {
+                    return;
+                };
+                let result = if on {
+                    match self.ensure_mix(media) {
+                        Ok(mix) => peer.subscribe_mix(mix, MIX_LABEL).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    match self.mix {
+                        Some(mix) => peer.unsubscribe_mix(mix).await,
+                        None => Ok(()),
+                    }
+                };
+                match result {
+                    Ok(()) => {
+                        if let Some(u) = self.users.get_mut(&user) {
+                            u.carried = true;
+                        }
+                    }
+                    Err(e) => self.fail(&user, room, format!("the room's mix: {e}")),
                 }
             }
             MediaCommand::Subscribe { user, track, max_width, max_height } => {
@@ -252,8 +285,26 @@ impl RoomMedia {
                     u.close().await;
                 }
                 self.tracks.clear();
+                if let Some(mix) = self.mix.take() {
+                    let _ = media.node.close_mix(mix);
+                }
             }
         }
+    }
+
+    /// The room's mix, made with every audio track flowing now when it does not exist yet.
+    fn ensure_mix(&mut self, media: &Media) -> Result<MixId, sfu::rtc::MediaError> {
+        if let Some(mix) = self.mix {
+            return Ok(mix);
+        }
+        let mix = media.node.create_mix()?;
+        for t in self.tracks.values().filter(|t| t.kind == TrackKind::Audio) {
+            if let Some(id) = t.flowing {
+                let _ = media.node.mix_add_track(mix, id);
+            }
+        }
+        self.mix = Some(mix);
+        Ok(mix)
     }
 
     /// `user`'s connection for `target`, made (and reported in `new_peers`) when missing.
@@ -437,6 +488,7 @@ impl RoomMedia {
     /// the other subscribers are for the room to renegotiate.
     pub async fn track_flowing(
         &mut self,
+        media_node: &MediaNode,
         room: &RoomId,
         user: &UserId,
         peer: PeerId,
@@ -472,6 +524,11 @@ impl RoomMedia {
             m.flowing = Some(t.track);
             m.muted
         };
+        if let (Some(mix), MediaKind::Audio) = (self.mix, t.kind) {
+            if let Err(e) = media_node.mix_add_track(mix, t.track) {
+                tracing::warn!(%track, error = %e, "not mixed");
+            }
+        }
         if muted {
             if let Some(p) = self.users.get(user).and_then(|u| u.publisher.clone()) {
                 let _ = p.set_muted(t.track, true).await;

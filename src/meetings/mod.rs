@@ -240,8 +240,25 @@ impl Meetings {
             .ok_or_else(|| HubError::new(ErrorCode::NotFound, format!("no room {id}")))
     }
 
+    /// The room as it is now, from whichever node holds it.
     pub async fn snapshot(&self, id: &RoomId) -> Result<RoomSnapshot, HubError> {
-        Ok(self.slot(id)?.lock().await.room.snapshot())
+        match self.slot(id) {
+            Ok(slot) => Ok(slot.lock().await.room.snapshot()),
+            Err(e) => self.api_elsewhere(id, None).await?.ok_or(e),
+        }
+    }
+
+    /// A server-API call on a room another node holds; `None` when no node holds it.
+    async fn api_elsewhere(&self, id: &RoomId, input: Option<Input>) -> Result<Option<RoomSnapshot>, HubError> {
+        let Some(home) = self.homes.lookup(id, &self.node.id).await?.filter(|h| **h != *self.node.id) else {
+            return Ok(None);
+        };
+        let (rid, rx) = self.pending.open();
+        self.outbound.send(&home, Rpc::Api { id: rid, room: id.clone(), input });
+        let data = self.pending.wait(rid, rx).await?;
+        serde_json::from_value(data)
+            .map(Some)
+            .map_err(|e| HubError::new(ErrorCode::Internal, format!("unreadable room from its node: {e}")))
     }
 
     /// Every live room, by id.
@@ -260,7 +277,10 @@ impl Meetings {
 
     /// A server-API action (`by: None` in its input), with the room as it is afterwards.
     pub async fn act(&self, id: &RoomId, input: Input) -> Result<RoomSnapshot, HubError> {
-        let slot = self.slot(id)?;
+        let slot = match self.slot(id) {
+            Ok(slot) => slot,
+            Err(e) => return self.api_elsewhere(id, Some(input)).await?.ok_or(e),
+        };
         let mut entry = slot.lock().await;
         self.apply(id, &mut entry, input, now_ms()).await?;
         Ok(entry.room.snapshot())
@@ -453,6 +473,14 @@ impl Meetings {
                     self.outbound.send(from, cluster::reply(id, result));
                 }
             }
+            Rpc::Api { id, room, input } => {
+                let result = match input {
+                    Some(input) => self.act(&room, input).await,
+                    None => self.snapshot(&room).await,
+                };
+                let result = result.map(|snapshot| serde_json::to_value(snapshot).unwrap_or_default());
+                self.outbound.send(from, cluster::reply(id, result));
+            }
             Rpc::Reply { id, ok, code, message } => self.pending.close(id, cluster::outcome(ok, code, message)),
             Rpc::Push { conn, msg } => {
                 if let Some(conn) = self.node.conn(conn) {
@@ -555,7 +583,7 @@ impl Meetings {
             PeerEvent::TrackPublished(track) => {
                 let Ok(slot) = self.slot(room) else { return };
                 let mut entry = slot.lock().await;
-                let follow = entry.media.track_flowing(room, user, peer, track, media.node.now_ms()).await;
+                let follow = entry.media.track_flowing(&media.node, room, user, peer, track, media.node.now_ms()).await;
                 for who in follow.renegotiate {
                     if let Err(e) = self.apply(room, &mut entry, Input::Renegotiate { user: who }, now_ms()).await {
                         tracing::debug!(%room, error = %e, "renegotiate");

@@ -130,6 +130,7 @@ async fn complete_local(pc: &RTCPeerConnection, d: RTCSessionDescription, within
 impl Participant {
     /// Joins `room` as user `user`, sets up both connections and, if `sending` publishes anything,
     /// announces the tracks, offers them and starts sending once the answer is applied.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         shared: Arc<Shared>,
         target: &Target,
