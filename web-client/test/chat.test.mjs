@@ -7,19 +7,15 @@
 // The hub binary is not built here: `cargo build` first (HUB_BIN overrides the path).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-const WEB_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const HUB_BIN = process.env.HUB_BIN ? resolve(process.env.HUB_BIN) : resolve(WEB_ROOT, '../target/debug/hub');
-const CONFIG = resolve(WEB_ROOT, '../config/default.toml');
+import { startHub, stopHub } from './hub-process.mjs';
+
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const API_KEY = 'dev-api-key-change-me-0123456789';
 /** Failure guard for one wait; generous for a loaded 2-core machine. */
@@ -31,53 +27,6 @@ let hub;
 let base;
 let browser;
 
-process.on('exit', () => {
-  if (hub && hub.child.exitCode === null && hub.child.signalCode === null) process.kill(hub.child.pid, 'SIGKILL');
-});
-
-/** The hub reads HUB_* variables as config keys and refuses unknown ones such as HUB_BIN. */
-function hubEnv() {
-  const env = { ...process.env, HUB_LOG: process.env.HUB_LOG ?? 'warn' };
-  delete env.HUB_BIN;
-  return env;
-}
-
-/** Starts the hub on a fresh SQLite store; resolves once it prints `hub listening on ADDR`. */
-function startHub() {
-  if (!existsSync(HUB_BIN)) {
-    throw new Error(`hub binary not found at ${HUB_BIN}: run \`cargo build\` in the repository root or set HUB_BIN`);
-  }
-  const args = [
-    '--config', CONFIG,
-    '--listen', '127.0.0.1:0',
-    '--set', `web_root=${JSON.stringify(WEB_ROOT)}`,
-    '--set', `store.url=sqlite://${join(tmp, 'hub.db')}`,
-  ];
-  const child = spawn(HUB_BIN, args, { stdio: ['ignore', 'pipe', 'inherit'], env: hubEnv() });
-  return new Promise((resolveAddr, reject) => {
-    const guard = setTimeout(() => reject(new Error('hub did not report its address in time')), GUARD_MS);
-    child.once('error', (e) => (clearTimeout(guard), reject(e)));
-    child.once('exit', (code) => (clearTimeout(guard), reject(new Error(`hub exited early with ${code}`))));
-    // Reading every line also keeps the pipe drained, so the hub never blocks on stdout.
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const m = /^hub listening on (\S+)/.exec(line);
-      if (m) {
-        clearTimeout(guard);
-        child.removeAllListeners('exit');
-        resolveAddr({ child, addr: m[1] });
-      }
-    });
-  });
-}
-
-async function stopHub() {
-  if (!hub || hub.child.exitCode !== null) return;
-  const exited = new Promise((r) => hub.child.once('exit', r));
-  process.kill(hub.child.pid, 'SIGTERM');
-  const guard = setTimeout(() => hub.child.exitCode === null && process.kill(hub.child.pid, 'SIGKILL'), GUARD_MS);
-  await exited;
-  clearTimeout(guard);
-}
 
 /** Calls the server API. */
 async function api(method, path, body) {
@@ -151,7 +100,7 @@ async function send(page, text) {
 
 before(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'hub-chat-test-'));
-  hub = await startHub();
+  hub = await startHub(tmp, GUARD_MS);
   base = `http://${hub.addr}`;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -171,7 +120,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await stopHub();
+  await stopHub(hub, GUARD_MS);
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
