@@ -3,23 +3,18 @@
 //! the levels it decodes, and mixes two publishers for a listener, whose received Opus is decoded and
 //! its spectrum checked. Nothing is mocked; sends are paced at 20 ms like a real sender's.
 
+mod common;
+
 use std::f64::consts::PI;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::peer::{client, complete_local, guarded};
 use sfu::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 use sfu::rtc::{MediaConfig, MediaError, MediaKind, MediaNode, MixId, Peer, PeerEvent, PeerId, PeerRole, TrackId};
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::ice::mdns::MulticastDnsMode;
-use webrtc::ice::network_type::NetworkType;
-use webrtc::interceptor::registry::Registry;
-use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::api::media_engine::MIME_TYPE_OPUS;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp::header::Header;
@@ -28,40 +23,6 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
-
-/// A failure guard: the steps below end on events, not on time.
-const GUARD: Duration = Duration::from_secs(30);
-
-async fn guarded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(GUARD, f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// A client as a browser would be, reduced to loopback host candidates. Its media engine registers
-/// no header extensions, so its audio carries no RFC 6464 level.
-async fn client() -> Arc<RTCPeerConnection> {
-    let mut media = MediaEngine::default();
-    media.register_default_codecs().unwrap();
-    let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
-    let mut settings = SettingEngine::default();
-    settings.set_include_loopback_candidate(true);
-    settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
-    settings.set_network_types(vec![NetworkType::Udp4]);
-    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-    let api = APIBuilder::new()
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings)
-        .build();
-    Arc::new(api.new_peer_connection(RTCConfiguration::default()).await.unwrap())
-}
-
-/// Sets the local description and returns it with all candidates (the clients do not trickle).
-async fn complete_local(pc: &RTCPeerConnection, description: RTCSessionDescription) -> String {
-    let mut gathered = pc.gathering_complete_promise().await;
-    pc.set_local_description(description).await.unwrap();
-    guarded("client gathering", gathered.recv()).await;
-    pc.local_description().await.unwrap().sdp
-}
 
 /// A client publishing one mono Opus track of a tone (`amplitude` 0: digital silence), 20 ms a packet.
 struct Talker {

@@ -2,63 +2,24 @@
 //! client B subscribes through a server-initiated renegotiation, and B gets A's payloads until the
 //! track is muted. Both clients are plain webrtc-rs peer connections; nothing is mocked.
 
-use std::future::Future;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::peer::{client, complete_local, guarded};
 use sfu::rtc::{MediaConfig, MediaKind, MediaNode, PeerEvent, PeerId, PeerRole, TrackId};
 use sfu::Layer;
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_VP8};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::ice::mdns::MulticastDnsMode;
-use webrtc::ice::network_type::NetworkType;
-use webrtc::interceptor::registry::Registry;
-use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::api::media_engine::MIME_TYPE_VP8;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::header::Header;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
-
-/// A failure guard: the steps below end on events, not on time.
-const GUARD: Duration = Duration::from_secs(20);
-
-async fn guarded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(GUARD, f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// A client as a browser would be, reduced to loopback host candidates.
-async fn client() -> Arc<RTCPeerConnection> {
-    let mut media = MediaEngine::default();
-    media.register_default_codecs().unwrap();
-    let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
-    let mut settings = SettingEngine::default();
-    settings.set_include_loopback_candidate(true);
-    settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
-    settings.set_network_types(vec![NetworkType::Udp4]);
-    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-    let api = APIBuilder::new()
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings)
-        .build();
-    Arc::new(api.new_peer_connection(RTCConfiguration::default()).await.unwrap())
-}
-
-/// Sets the local description and returns it with all candidates (the clients do not trickle).
-async fn complete_local(pc: &RTCPeerConnection, description: RTCSessionDescription) -> String {
-    let mut gathered = pc.gathering_complete_promise().await;
-    pc.set_local_description(description).await.unwrap();
-    guarded("client gathering", gathered.recv()).await;
-    pc.local_description().await.unwrap().sdp
-}
 
 /// Client A's synthetic VP8 stream: one packet per frame, each payload carrying its index.
 struct Publisher {

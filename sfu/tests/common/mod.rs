@@ -1,6 +1,8 @@
 //! Synthetic publishers for the forwarding tests: RTP packets built with the `rtp` crate's types.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use bytes::Bytes;
 use rtp::header::Header;
 use rtp::packet::Packet;
