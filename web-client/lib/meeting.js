@@ -545,6 +545,8 @@ export class MeetingClient extends Emitter {
 
   _loadSnapshot(room) {
     this.locked = Boolean(room?.locked);
+    // The speaker chosen before this client joined: no `active_speaker` event repeats it.
+    this.activeSpeaker = room?.active_speaker ?? null;
     this._people.clear();
     for (const p of room?.participants ?? []) {
       this._people.set(p.user, { user: p.user, role: p.role, hand_raised: Boolean(p.hand_raised) });
