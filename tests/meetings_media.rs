@@ -190,14 +190,17 @@ impl Receiver {
         let (tx, frames) = mpsc::unbounded_channel();
         pc.on_track(Box::new(move |track, _, _| {
             let tx = tx.clone();
-            Box::pin(async move {
+            // Read in a task of its own: webrtc-rs awaits this future before it reports the
+            // connection's next track.
+            tokio::spawn(async move {
                 let stream = track.stream_id();
                 while let Ok((packet, _)) = track.read_rtp().await {
                     if tx.send((stream.clone(), index_of(&packet.payload))).is_err() {
                         return;
                     }
                 }
-            })
+            });
+            Box::pin(async {})
         }));
         Receiver { client, pc, frames }
     }
@@ -216,6 +219,17 @@ impl Receiver {
 /// Sends frames until the receiver has one at or after `from`; returns every index it read, that
 /// one last.
 async fn pump_until_received(publisher: &mut Publisher, receiver: &mut Receiver, from: u32) -> Vec<u32> {
+    let read = pump_reading_all(publisher, receiver, from).await;
+    assert!(
+        read.iter().all(|(stream, _)| *stream == publisher.id),
+        "the received stream is named by the room's track id"
+    );
+    read.into_iter().map(|(_, index)| index).collect()
+}
+
+/// Sends `publisher`'s frames until the receiver has one of them at or after `from`; returns every
+/// (stream, index) it read meanwhile, of any stream.
+async fn pump_reading_all(publisher: &mut Publisher, receiver: &mut Receiver, from: u32) -> Vec<(String, u32)> {
     let mut read = Vec::new();
     guarded("media to arrive", async {
         loop {
@@ -224,15 +238,92 @@ async fn pump_until_received(publisher: &mut Publisher, receiver: &mut Receiver,
             if let Ok(Some((stream, index))) =
                 tokio::time::timeout(Duration::from_millis(20), receiver.frames.recv()).await
             {
-                assert_eq!(stream, publisher.id, "the received stream is named by the room's track id");
-                read.push(index);
-                if index >= from {
+                let done = stream == publisher.id && index >= from;
+                read.push((stream, index));
+                if done {
                     return read;
                 }
             }
         }
     })
     .await
+}
+
+/// Answers the receiver's next offer while `publishers` keep sending (a subscription's track is
+/// added once its packets flow, so the offer may wait for them); returns the offer's SDP.
+async fn answer_while_sending(receiver: &mut Receiver, room: &str, publishers: &mut [&mut Publisher]) -> String {
+    let offer = {
+        let next_offer = media_msg(&mut receiver.client, room, "offer");
+        tokio::pin!(next_offer);
+        loop {
+            tokio::select! {
+                offer = &mut next_offer => break offer,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    for p in publishers.iter_mut() {
+                        p.frame().await;
+                    }
+                }
+            }
+        }
+    };
+    let sdp = offer["sdp"].as_str().unwrap().to_string();
+    receiver.pc.set_remote_description(RTCSessionDescription::offer(sdp.clone()).unwrap()).await.unwrap();
+    let answer = receiver.pc.create_answer(None).await.unwrap();
+    let answer = complete_local(&receiver.pc, answer).await;
+    receiver.client.ok(json!({ "op": "meeting.answer", "room": room, "sdp": answer })).await;
+    sdp
+}
+
+/// In a room created without auto-subscribe, a participant receives only the tracks it asks for,
+/// adds one later, and stops receiving one it unsubscribes from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_participant_chooses_what_it_receives() {
+    let hub = Hub::start(&[]);
+    let room = "chosen";
+    let (status, created) = hub.api_post("/rooms", json!({ "id": room, "auto_subscribe": false })).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["auto_subscribe"], false);
+    let mut bob = Client::connect_token(&hub, &grant("bob", &format!("{room}:participant")), Codec::Json).await;
+    let joined = bob.ok(json!({ "op": "meeting.join", "room": room })).await;
+    assert_eq!(joined["room"]["auto_subscribe"], false);
+    let mut bob = Receiver::with_client(bob).await;
+    let mut alice = Publisher::start(&hub, "alice", room).await;
+    let mut carol = Publisher::start(&hub, "carol", room).await;
+
+    // Bob asks for carol's camera only: his offer carries it, not alice's, though both flow.
+    bob.client.ok(json!({ "op": "meeting.subscribe", "room": room, "tracks": [carol.id] })).await;
+    let sdp = answer_while_sending(&mut bob, room, &mut [&mut alice, &mut carol]).await;
+    assert!(sdp.contains(&format!("a=msid:{} ", carol.id)), "carol's track offered: {sdp}");
+    assert!(!sdp.contains(&format!("a=msid:{} ", alice.id)), "alice's track not offered: {sdp}");
+    for _ in 0..20 {
+        alice.frame().await;
+    }
+    pump_until_received(&mut carol, &mut bob, 0).await;
+
+    // He adds alice's: the next offer carries both, and her frames arrive.
+    bob.client.ok(json!({ "op": "meeting.subscribe", "room": room, "tracks": [alice.id] })).await;
+    let sdp = answer_while_sending(&mut bob, room, &mut [&mut alice, &mut carol]).await;
+    assert!(sdp.contains(&format!("a=msid:{} ", alice.id)) && sdp.contains(&format!("a=msid:{} ", carol.id)), "{sdp}");
+    let from = alice.next;
+    pump_reading_all(&mut alice, &mut bob, from).await;
+
+    // He drops carol's: nothing she sends once his answer is in reaches him, while alice's flows.
+    bob.client.ok(json!({ "op": "meeting.unsubscribe", "room": room, "tracks": [carol.id] })).await;
+    answer_while_sending(&mut bob, room, &mut [&mut alice]).await;
+    let unsubscribed = carol.next;
+    let mut after = Vec::new();
+    for _ in 0..30 {
+        after.push(carol.frame().await);
+    }
+    carol.reached_hub(*after.last().unwrap()).await;
+    let from = alice.next + 20;
+    let read = pump_reading_all(&mut alice, &mut bob, from).await;
+    let late: Vec<u32> = read.iter().filter(|(s, i)| *s == carol.id && *i >= unsubscribed).map(|(_, i)| *i).collect();
+    assert!(late.is_empty(), "carol's frames forwarded after the unsubscribe: {late:?}");
+    bob.client.ok(json!({ "op": "ping" })).await;
+    for pc in [&alice.pc, &carol.pc, &bob.pc] {
+        pc.close().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

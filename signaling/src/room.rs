@@ -151,6 +151,7 @@ impl Room {
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.options.expires_at_ms,
             active_speaker: self.active_speaker.clone(),
+            auto_subscribe: self.options.auto_subscribe,
             participants: self.participants.iter().map(Participant::info).collect(),
             hands: hands.into_iter().map(|(_, u)| u.clone()).collect(),
         }

@@ -21,10 +21,22 @@ pub struct RoomSnapshot {
     pub expires_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_speaker: Option<UserId>,
+    /// Whether the room subscribes every participant to every other's tracks; shown only when it
+    /// does not (participants then choose with `meeting.subscribe`).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub auto_subscribe: bool,
     /// In join order.
     pub participants: Vec<ParticipantInfo>,
     /// Raised hands, first raised first.
     pub hands: Vec<UserId>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,6 +42,9 @@ struct CreateBody {
     expires_in_secs: Option<u64>,
     /// How long the room may stay empty before it ends (default 300; 0: until ended).
     empty_timeout_secs: Option<u64>,
+    /// Subscribe every participant to every other's tracks (default); false: each chooses with
+    /// `meeting.subscribe`.
+    auto_subscribe: Option<bool>,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -82,6 +85,9 @@ async fn create(
     }
     if let Some(secs) = body.empty_timeout_secs {
         options.empty_timeout_ms = (secs > 0).then(|| secs.saturating_mul(1000));
+    }
+    if let Some(auto) = body.auto_subscribe {
+        options.auto_subscribe = auto;
     }
     let room = state.meetings.create(options).await?;
     Ok((StatusCode::CREATED, Json(serde_json::to_value(room).unwrap_or_default())))
