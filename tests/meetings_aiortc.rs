@@ -1,8 +1,10 @@
 //! Meeting media through the real hub with an independent WebRTC stack: each participant is a
 //! Python aiortc process (tests/peers/aiortc_peer.py) that speaks the hub protocol, publishes
-//! synthetic VP8 video and an Opus tone, and counts the frames it decodes from every remote track.
-//! Two publishers hear and see each other; a viewer only receives and may not publish; a muted
-//! video track stops reaching its subscriber while the audio beside it keeps flowing.
+//! synthetic VP8 (or H.264) video and an Opus tone, and counts the frames it decodes from every
+//! remote track. Two publishers hear and see each other; a viewer only receives and may not
+//! publish; a muted video track stops reaching its subscriber while the audio beside it keeps
+//! flowing; H.264 camera video reaches its subscribers, each starting on a keyframe the hub asked
+//! the publisher for.
 //!
 //! The peers need python3 with the `aiortc` and `websockets` packages (.ci/run installs them); a
 //! machine without them fails these tests rather than skipping them.
@@ -141,6 +143,12 @@ impl Peer {
         reached["tracks"].clone()
     }
 
+    /// What its own tracks sent so far: room track id → {kind, codec, frames, requests, keyframes}.
+    async fn sent(&mut self) -> Value {
+        self.send(json!({ "cmd": "counts" })).await;
+        self.until("counts").await["sent"].clone()
+    }
+
     /// Its own tracks as announced at start, by kind.
     async fn published(&mut self, kinds: &[&str]) -> Vec<(String, String)> {
         let mut tracks = Vec::new();
@@ -266,4 +274,69 @@ async fn a_muted_video_track_stops_reaching_its_subscriber() {
 
     alice.quit().await;
     bob.quit().await;
+}
+
+/// The index of the first frame a subscriber decoded (its `first_frame` event), as the publisher
+/// drew it in the picture.
+fn first_index(first: &Value) -> u64 {
+    first["index"].as_u64().unwrap_or_else(|| panic!("no readable frame index in {first}"))
+}
+
+/// Checks that the keyframes `sent` lists for `track` include frame `index`, sent in answer to a
+/// keyframe request.
+fn requested_keyframe(sent: &Value, track: &str, index: u64) {
+    let keyframes = sent[track]["keyframes"].as_array().unwrap_or_else(|| panic!("no {track} in {sent}"));
+    assert!(
+        keyframes.iter().any(|k| k["frame"] == index && k["requested"] == true),
+        "the first frame decoded, {index}, is not a keyframe sent on request: {sent}"
+    );
+}
+
+#[tokio::test]
+async fn h264_video_reaches_subscribers_from_keyframes_the_hub_asks_for() {
+    let hub = media_hub();
+    let h264 = ["--publish", "video", "--video-codec", "h264"];
+    let mut alice = Peer::start(&hub, "alice", "r1:host", "r1", &h264).await;
+    let alice_tracks = alice.published(&["video"]).await;
+    let video = alice_tracks[0].1.clone();
+    // The hub accepted H.264 (alice offered nothing else), in packetization mode 1.
+    let sending = alice.until("sending").await;
+    assert_eq!((sending["track"].as_str(), sending["codec"].as_str()), (Some(video.as_str()), Some("video/H264")));
+    assert!(sending["fmtp"].as_str().unwrap().contains("packetization-mode=1"), "{sending}");
+    let h264_only = json!(["video/H264"]);
+
+    // Bob joins while alice is sending: he gets H.264, and his decoder starts on a keyframe that
+    // alice sent after a keyframe request (her only other one is her first frame's, before bob was
+    // subscribed).
+    let mut bob = Peer::start(&hub, "bob", "r1:participant", "r1", &["--expect", "video:1"]).await;
+    let first = bob.until("first_frame").await;
+    assert_eq!((first["track"].as_str(), &first["codecs"]), (Some(video.as_str()), &h264_only), "{first}");
+    let got = bob.until("done").await["tracks"].clone();
+    received_all(&got, "alice", &alice_tracks);
+    assert_eq!(got[&video]["codecs"], h264_only, "{got}");
+    let before = alice.sent().await;
+    requested_keyframe(&before, &video, first_index(&first));
+
+    // Carol joins later still, in mid-stream: alice must send another keyframe for her, on request.
+    let sent_before = before[&video]["frames"].as_u64().unwrap();
+    let mut carol = Peer::start(&hub, "carol", "r1:participant", "r1", &["--expect", "video:1"]).await;
+    let first = carol.until("first_frame").await;
+    assert_eq!((first["track"].as_str(), &first["codecs"]), (Some(video.as_str()), &h264_only), "{first}");
+    let start = first_index(&first);
+    assert!(start >= sent_before, "carol started on frame {start}, before she joined (frame {sent_before})");
+    let got = carol.until("done").await["tracks"].clone();
+    received_all(&got, "alice", &alice_tracks);
+    assert_eq!(got[&video]["codecs"], h264_only, "{got}");
+    let after = alice.sent().await;
+    requested_keyframe(&after, &video, start);
+    let requests = |sent: &Value| sent[&video]["requests"].as_u64().unwrap();
+    assert!(requests(&after) > requests(&before), "no keyframe request while carol joined: {before} -> {after}");
+
+    // Bob went on decoding meanwhile.
+    let now = frames(&bob.counts().await, &video);
+    bob.wait_frames(&video, now + FRAMES).await;
+
+    alice.quit().await;
+    bob.quit().await;
+    carol.quit().await;
 }

@@ -4,7 +4,9 @@
 It speaks the hub protocol over WebSocket (docs/protocol.md and its meeting ops): connect with a
 token, join a room, announce its tracks with `meeting.publish` and offer them on its publisher
 connection, answer the server's offers on its subscriber connection, and count the frames it
-decodes from every remote track.
+decodes from every remote track. Its camera video is VP8, or H.264 with --video-codec h264 (the
+publisher connection then offers nothing else). Each video frame it sends carries its index as a
+row of black and white blocks, which a receiver reads back from the first frame it decodes.
 
 Standard output carries one JSON object per line, each with an "event":
   joined {user, role, participants}      after `meeting.join`
@@ -12,18 +14,27 @@ Standard output carries one JSON object per line, each with an "event":
   publisher_answer                       the server's answer to our offer was applied
   subscriber_offer {tracks}              a server offer was answered; tracks: its msid stream ids
   state {pc, state}                      connection state changes of either connection
+  sending {track, kind, codec, fmtp}     one of our tracks sent its first frame, in that codec
+  keyframe_request {track, frame}        the hub asked for a keyframe of our video (PLI or FIR);
+                                         frame: the index of the last frame sent then
+  keyframe {track, frame, requested}     our video sent a keyframe (frame: its index, from 0);
+                                         requested: a keyframe request came since the last one
   track {track, kind, user, msid, mid}   a remote track began (track: the room's track id)
-  first_frame {track, kind}              its first decoded frame
+  first_frame {track, kind, codecs, index}  its first decoded frame; codecs: those of the RTP
+                                         packets received so far (retransmissions aside); index:
+                                         the sender's index read from a video frame (null if
+                                         unreadable, or for audio)
   frames {track, kind, count}            it reached --frames decoded frames
   done {tracks}                          every expected track reached --frames (see --expect)
   room {name, data}                      a room event (participant_joined, track_muted, ...)
   muted {track, muted}                   the reply to a mute command
-  counts {tracks}                        the reply to a counts command
+  counts {tracks, sent}                  the reply to a counts command
   reached {track, count, tracks}         the reply to a wait command
   error {op, code, message}              a request failed (the peer carries on)
   fatal {reason}                         the peer gives up; it exits with status 1 (2: deadline)
   bye {tracks}                           the peer leaves; it exits with status 0
-`tracks` maps room track ids to {kind, user, frames}.
+`tracks` maps room track ids to {kind, user, frames, codecs}; `sent` maps our own room track ids
+to {kind, codec, frames, requests, keyframes: [{frame, requested}]} (keyframes of video only).
 
 Standard input takes one JSON command per line:
   {"cmd":"quit"}                                   leave and exit 0 (end of input does the same)
@@ -54,11 +65,13 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpReceiver,
     RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc.mediastreams import MediaStreamError
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_PTIME, MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 
@@ -88,8 +101,38 @@ class HubError(Exception):
 # Synthetic media
 
 
+# A video frame's index, drawn in it: one square per bit along the top, most significant first.
+STAMP_BITS = 16
+STAMP_BLOCK = 16
+# The RTP ticks between two frames of a VideoStreamTrack (its pts count them from 0).
+FRAME_TICKS = int(VIDEO_PTIME * VIDEO_CLOCK_RATE)
+
+
+def stamp_row(n):
+    return b"".join(bytes([235 if n >> (STAMP_BITS - 1 - i) & 1 else 16]) * STAMP_BLOCK for i in range(STAMP_BITS))
+
+
+def read_stamp(frame):
+    """The index drawn in a decoded frame, or None when a square is neither clearly black nor white."""
+    if frame.width < STAMP_BITS * STAMP_BLOCK or frame.height < STAMP_BLOCK:
+        return None
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    plane = frame.planes[0]
+    luma = bytes(plane)
+    row = (STAMP_BLOCK // 2) * plane.line_size
+    n = 0
+    for i in range(STAMP_BITS):
+        value = luma[row + i * STAMP_BLOCK + STAMP_BLOCK // 2]
+        if 70 < value < 180:
+            return None
+        n = n << 1 | (value >= 180)
+    return n
+
+
 class PatternVideo(VideoStreamTrack):
-    """A moving luma ramp, 30 frames a second, so that every frame differs from the last."""
+    """A moving luma ramp, 30 frames a second, so that every frame differs from the last, with the
+    frame's index stamped along the top (when the width holds the stamp)."""
 
     def __init__(self, width, height):
         super().__init__()
@@ -108,6 +151,11 @@ class PatternVideo(VideoStreamTrack):
                 data = b"".join(
                     self.ramp[(self.n * 4 + y) % 256 : (self.n * 4 + y) % 256 + stride] for y in range(rows)
                 )
+                if self.width >= STAMP_BITS * STAMP_BLOCK and rows >= STAMP_BLOCK:
+                    data = bytearray(data)
+                    stamp = stamp_row(self.n)
+                    for y in range(STAMP_BLOCK):
+                        data[y * stride : y * stride + len(stamp)] = stamp
             else:
                 data = self.chroma[index - 1] * (stride * rows)
             plane.update(data)
@@ -176,11 +224,90 @@ def sections(sdp):
     return out
 
 
-def prefer(transceiver, kind):
-    """VP8 for video (with its retransmission format), Opus for audio."""
-    wanted = {"video": ("video/VP8", "video/rtx"), "audio": ("audio/opus",)}[kind]
-    codecs = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType in wanted]
+def rtpmaps(sdp):
+    """Each media section's payload types and their mime types, by mid."""
+    maps = {}
+    current = None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+            current = {}
+        elif current is None:
+            continue
+        elif line.startswith("a=mid:"):
+            maps[line[len("a=mid:") :].strip()] = current
+        elif line.startswith("a=rtpmap:"):
+            pt, _, name = line[len("a=rtpmap:") :].partition(" ")
+            current[int(pt)] = f"{kind}/{name.split('/', 1)[0]}"
+    return maps
+
+
+def prefer(transceiver, kind, video_codec):
+    """For video `video_codec` alone (vp8 or h264: each H.264 profile aiortc has) with its
+    retransmission format; Opus for audio."""
+    wanted = {"video": (f"video/{video_codec}", "video/rtx"), "audio": ("audio/opus",)}[kind]
+    codecs = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in wanted]
     transceiver.setCodecPreferences(codecs)
+
+
+def h264_nal_types(payload):
+    """The NAL unit types an H.264 RTP payload carries (RFC 6184: single unit, STAP-A, FU-A start)."""
+    if not payload:
+        return []
+    nal = payload[0] & 0x1F
+    if nal == 24:
+        types, at = [], 1
+        while at + 2 < len(payload):
+            types.append(payload[at + 2] & 0x1F)
+            at += 2 + int.from_bytes(payload[at : at + 2], "big")
+        return types
+    if nal == 28:
+        return [payload[1] & 0x1F] if len(payload) > 1 and payload[1] & 0x80 else []
+    return [nal]
+
+
+def is_keyframe(mime_type, payloads):
+    """Whether an encoded frame's RTP payloads hold an H.264 IDR slice or a VP8 key frame."""
+    mime = mime_type.lower()
+    if mime == "video/h264":
+        return any(5 in h264_nal_types(p) for p in payloads)
+    if mime == "video/vp8" and payloads:
+        # The frame tag's first bit (RFC 6386 section 9.1) is 0 in a key frame.
+        descriptor, rest = VpxPayloadDescriptor.parse(payloads[0])
+        return descriptor.partition_start == 1 and descriptor.partition_id == 0 and bool(rest) and rest[0] & 1 == 0
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# What aiortc does not report
+
+
+def watch_rtp(on_sent, on_keyframe_request, on_received):
+    """Wraps three internal methods of aiortc 1.x, to observe its RTP without changing it: the
+    encoded frames a sender sends (on_sent(sender, codec, frame)), the keyframe requests (PLI or
+    FIR) it is given (on_keyframe_request(sender)), and the payload type of each RTP packet a
+    receiver is given (on_received(receiver, payload_type))."""
+    next_encoded_frame = RTCRtpSender._next_encoded_frame
+    send_keyframe = RTCRtpSender._send_keyframe
+    handle_rtp_packet = RTCRtpReceiver._handle_rtp_packet
+
+    async def _next_encoded_frame(self, codec):
+        encoded = await next_encoded_frame(self, codec)
+        if encoded is not None:
+            on_sent(self, codec, encoded)
+        return encoded
+
+    def _send_keyframe(self):
+        on_keyframe_request(self)
+        send_keyframe(self)
+
+    async def _handle_rtp_packet(self, packet, arrival_time_ms):
+        on_received(self, packet.payload_type)
+        await handle_rtp_packet(self, packet, arrival_time_ms)
+
+    RTCRtpSender._next_encoded_frame = _next_encoded_frame
+    RTCRtpSender._send_keyframe = _send_keyframe
+    RTCRtpReceiver._handle_rtp_packet = _handle_rtp_packet
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +359,20 @@ class Remote:
     def __init__(self, track_id, kind, msid, mid):
         self.id, self.kind, self.msid, self.mid = track_id, kind, msid, mid
         self.frames = 0
+        self.payload_types = set()  # of the RTP packets received
+
+
+class Sent:
+    """One of our tracks as its sender sends it."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.codec = None
+        self.frames = 0
+        self.last = None  # the index of the last frame sent
+        self.requests = 0
+        self.asked = False  # a keyframe request came since the last keyframe
+        self.keyframes = []
 
 
 class Peer:
@@ -244,6 +385,9 @@ class Peer:
         self.own = {}  # kind -> room track id
         self.local = {}  # kind -> MediaStreamTrack
         self.mids = {}  # subscriber mid -> (stream id, track id)
+        self.rtpmaps = {}  # subscriber mid -> {payload type: mime type}, from our answers
+        self.receivers = {}  # RTCRtpReceiver -> Remote
+        self.sent = {}  # RTCRtpSender -> Sent
         self.pushes = asyncio.Queue()
         self.tasks = set()
         self.failure = asyncio.get_running_loop().create_future()
@@ -263,6 +407,7 @@ class Peer:
         for name, pc in (("publisher", self.publisher), ("subscriber", self.subscriber)):
             self.watch_state(name, pc)
         self.subscriber.on("track", self.on_track)
+        watch_rtp(self.on_sent, self.on_keyframe_request, self.on_received)
 
     def fail(self, reason):
         if not self.failure.done():
@@ -294,8 +439,27 @@ class Peer:
 
     def table(self):
         return {
-            t: {"kind": r.kind, "user": self.users.get(t), "frames": r.frames} for t, r in sorted(self.remotes.items())
+            t: {"kind": r.kind, "user": self.users.get(t), "frames": r.frames, "codecs": self.codecs(r)}
+            for t, r in sorted(self.remotes.items())
         }
+
+    def sent_table(self):
+        return {
+            self.own.get(s.kind): {
+                "kind": s.kind,
+                "codec": s.codec,
+                "frames": s.frames,
+                "requests": s.requests,
+                "keyframes": s.keyframes,
+            }
+            for s in self.sent.values()
+        }
+
+    def codecs(self, remote):
+        """The mime types of what a remote track's packets carried, retransmissions aside."""
+        names = self.rtpmaps.get(remote.mid, {})
+        found = {names.get(pt, f"payload type {pt}") for pt in remote.payload_types}
+        return sorted(c for c in found if not c.lower().endswith("/rtx"))
 
     # -- signalling ----------------------------------------------------------------------------
 
@@ -334,6 +498,7 @@ class Peer:
             self.mids[mid] = (stream, track)
         await self.subscriber.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         await self.subscriber.setLocalDescription(await self.subscriber.createAnswer())
+        self.rtpmaps.update(rtpmaps(self.subscriber.localDescription.sdp))
         await self.hub.request("meeting.answer", room=self.room, sdp=self.subscriber.localDescription.sdp)
         emit("subscriber_offer", tracks=[s for _m, s, _t, _k in sections(sdp) if s])
 
@@ -365,7 +530,7 @@ class Peer:
                 self.local[kind] = track
                 self.own[kind] = reply["track"]
                 emit("published", track=reply["track"], cid=reply.get("cid"), kind=kind)
-                prefer(self.publisher.addTransceiver(track, direction="sendonly"), kind)
+                prefer(self.publisher.addTransceiver(track, direction="sendonly"), kind, self.args.video_codec)
                 added.append(kind)
             if added:
                 await self.offer()
@@ -391,6 +556,9 @@ class Peer:
         room_track = stream or track.id
         remote = Remote(room_track, track.kind, f"{stream} {msid_track}", mid)
         self.remotes[room_track] = remote
+        receiver = next((t.receiver for t in self.subscriber.getTransceivers() if t.receiver.track is track), None)
+        if receiver is not None:
+            self.receivers[receiver] = remote
         emit("track", track=room_track, kind=track.kind, user=self.users.get(room_track), msid=remote.msid, mid=mid)
         self.advance()
         self.spawn(self.count(track, remote), f"reading {room_track}")
@@ -398,17 +566,50 @@ class Peer:
     async def count(self, track, remote):
         while True:
             try:
-                await track.recv()
+                frame = await track.recv()
             except MediaStreamError:
                 emit("ended", track=remote.id, kind=remote.kind, frames=remote.frames)
                 return
             remote.frames += 1
             self.advance()
             if remote.frames == 1:
-                emit("first_frame", track=remote.id, kind=remote.kind)
+                index = read_stamp(frame) if remote.kind == "video" else None
+                emit("first_frame", track=remote.id, kind=remote.kind, codecs=self.codecs(remote), index=index)
             if remote.frames == self.args.frames:
                 emit("frames", track=remote.id, kind=remote.kind, count=remote.frames)
                 self.check_done()
+
+    def on_received(self, receiver, payload_type):
+        remote = self.receivers.get(receiver)
+        if remote is not None:
+            remote.payload_types.add(payload_type)
+
+    def sending(self, sender):
+        if sender not in self.sent:
+            self.sent[sender] = Sent(sender.kind)
+        return self.sent[sender]
+
+    def on_sent(self, sender, codec, encoded):
+        s = self.sending(sender)
+        if s.codec is None:
+            s.codec = codec.mimeType
+            fmtp = ";".join(f"{k}={v}" for k, v in sorted(codec.parameters.items()))
+            emit("sending", track=self.own.get(s.kind), kind=s.kind, codec=s.codec, fmtp=fmtp)
+        s.frames += 1
+        if s.kind != "video":
+            return
+        # Rounded: aiortc's VP8 encoder truncates some timestamps by a tick.
+        s.last = round(encoded.timestamp / FRAME_TICKS)
+        if is_keyframe(s.codec, encoded.payloads):
+            s.keyframes.append({"frame": s.last, "requested": s.asked})
+            emit("keyframe", track=self.own.get(s.kind), frame=s.last, requested=s.asked)
+            s.asked = False
+
+    def on_keyframe_request(self, sender):
+        s = self.sending(sender)
+        s.requests += 1
+        s.asked = True
+        emit("keyframe_request", track=self.own.get(s.kind), frame=s.last)
 
     def advance(self):
         self.progress.set()
@@ -461,7 +662,7 @@ class Peer:
                 self.stop()
                 return
             elif name == "counts":
-                emit("counts", tracks=self.table())
+                emit("counts", tracks=self.table(), sent=self.sent_table())
             elif name == "wait":
                 self.spawn(self.wait_frames(cmd), "wait")
             elif name == "mute":
@@ -537,6 +738,7 @@ async def main():
     parser.add_argument("--frames", type=int, default=30, help="decoded frames each expected track must reach")
     parser.add_argument("--exit-when-done", action="store_true", help="leave once the expectation is met")
     parser.add_argument("--deadline", type=float, default=60, help="seconds before the peer gives up (exit 2)")
+    parser.add_argument("--video-codec", choices=["vp8", "h264"], default="vp8", help="what our camera video is sent in")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     args = parser.parse_args()
