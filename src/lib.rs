@@ -174,6 +174,7 @@ pub async fn run_with(
     tokio::spawn(gateway::run_heartbeats(node.clone()));
     tokio::spawn(reload_bans(Arc::downgrade(&node)));
     tokio::spawn(meetings.clone().run_timers());
+    tokio::spawn(meetings.clone().run_layers());
     tokio::spawn(meetings.run_speakers());
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
     let drain_node = node.clone();

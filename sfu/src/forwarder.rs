@@ -62,6 +62,7 @@ use crate::audio_level::AudioLevel;
 use crate::codec::Codec;
 use crate::keyframe::{self, KeyframeRequest, KeyframeRequestKind, KeyframeThrottle};
 use crate::nack::{self, RetransmitBuffer, RetransmitConfig};
+use crate::rate::{LayerRate, MeasuredRate};
 use crate::rewrite::{DropReason, Outcome, SourcePacket, StreamRewriter};
 use crate::{Layer, SubscriberId};
 
@@ -134,6 +135,7 @@ pub struct Forwarder {
     subscribers: Vec<Subscriber>,
     index: HashMap<SubscriberId, usize>,
     layer_ssrc: [Option<u32>; Layer::COUNT],
+    layer_rates: [LayerRate; Layer::COUNT],
     muted: bool,
     keyframes: KeyframeThrottle,
     output: VecDeque<Output>,
@@ -147,6 +149,7 @@ impl Forwarder {
             subscribers: Vec::new(),
             index: HashMap::new(),
             layer_ssrc: [None; Layer::COUNT],
+            layer_rates: [LayerRate::default(); Layer::COUNT],
             muted: false,
             output: VecDeque::new(),
         }
@@ -219,6 +222,12 @@ impl Forwarder {
         Some((sub.rewriter.current(), sub.rewriter.target()))
     }
 
+    /// What the publisher sends on each layer, lowest first (measured whether or not the track is
+    /// muted: see [`crate::rate`]).
+    pub fn layer_rates(&self, now_ms: u64) -> [MeasuredRate; Layer::COUNT] {
+        self.layer_rates.map(|r| r.read(now_ms))
+    }
+
     /// Mutes or unmutes the track.
     pub fn set_muted(&mut self, muted: bool) {
         if muted && !self.muted {
@@ -245,6 +254,7 @@ impl Forwarder {
     /// A packet from the publisher, on simulcast layer `layer` ([`Layer::LOW`] without simulcast).
     pub fn on_rtp(&mut self, layer: Layer, packet: &Packet, now_ms: u64) {
         self.layer_ssrc[layer.index()] = Some(packet.header.ssrc);
+        self.layer_rates[layer.index()].on_packet(packet.payload.len(), now_ms);
         if self.muted {
             return;
         }

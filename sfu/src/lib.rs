@@ -11,6 +11,7 @@
 //! - [`rewrite`]: one outgoing stream's SSRC, sequence numbers and timestamps across source switches;
 //! - [`nack`]: the retransmission buffer of one outgoing stream, answering generic NACKs;
 //! - [`keyframe`]: which layer to ask for a keyframe, and the throttle on PLI/FIR sent upstream;
+//! - [`rate`]: what each simulcast layer really carries (bitrate, and whether it is sent at all);
 //! - [`audio_level`]: RFC 6464 audio levels, smoothed loudness and the active-speaker choice;
 //! - [`forwarder`]: one published track and its subscribers, tying the above together;
 //! - [`rtc`]: the WebRTC adapter: peer connections on one UDP port, each published track read into its
@@ -25,6 +26,7 @@ pub mod codec;
 pub mod forwarder;
 pub mod keyframe;
 pub mod nack;
+pub mod rate;
 pub mod rewrite;
 pub mod rtc;
 
@@ -33,6 +35,7 @@ pub use audio_level::{ActiveSpeaker, AudioLevel, LoudnessMeter, SpeakerConfig};
 pub use codec::Codec;
 pub use forwarder::{AddSubscriberError, Forwarder, ForwarderConfig, Output, UnknownSubscriber};
 pub use keyframe::{KeyframeRequest, KeyframeRequestKind};
+pub use rate::MeasuredRate;
 
 /// A simulcast layer of a published track: 0 is the lowest quality. A track without simulcast has only
 /// [`Layer::LOW`].

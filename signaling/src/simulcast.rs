@@ -15,6 +15,19 @@
 //!   [`SelectorConfig::up_hold_ms`] without a break. Estimates swing by 10–20 % from one report
 //!   to the next; without the margin and the hold a subscriber near a threshold would flap
 //!   between layers and pay a keyframe each time.
+//! - **Probing up**: a receive-side estimate (a browser's REMB) never grows much past what the
+//!   subscriber receives (Chromium caps it near 1.5× its incoming rate), so it can never show room
+//!   for the next layer by itself. When the estimate holds at [`SelectorConfig::probe_percent`] of
+//!   the current layer's rate or more (nothing is congested at the current rate) for the hold time,
+//!   the selector tries the next layer: the step up is the probe. For
+//!   [`SelectorConfig::probe_grace_ms`] after it, a lower estimate than the new layer needs is
+//!   expected (the estimate climbs with the new incoming rate) and only a fall of the estimate below
+//!   [`SelectorConfig::probe_drop_percent`] of its peak since the step (the estimator saw
+//!   congestion) steps back down. A probe that fails, then or when the grace ends, doubles the hold
+//!   before the next try (up to [`SelectorConfig::max_up_hold_ms`]); one that holds resets it.
+//! - **Measured rates**: a layer's rate is what the publisher really sends on it when the caller
+//!   knows it ([`LayerSelector::set_measured`]), else the bitrate the publisher announced (its
+//!   maximum: encoders run well below it on still pictures).
 //! - **Every switch needs a keyframe** on the new layer ([`LayerSwitch::needs_keyframe`]): a
 //!   decoder cannot start a new stream mid-GOP. Throttling the requests is the media plane's
 //!   job (`sfu::keyframe`).
@@ -90,11 +103,27 @@ pub struct SelectorConfig {
     pub up_margin_percent: u32,
     /// How long the estimate must stay above that mark before stepping up.
     pub up_hold_ms: u64,
+    /// An estimate at least this share of the current layer's rate (130: 1.3×) may probe the next
+    /// layer; `None` never probes (only the margin rule steps up).
+    pub probe_percent: Option<u32>,
+    /// How long after a probing step up a low estimate is expected.
+    pub probe_grace_ms: u64,
+    /// During the grace, an estimate below this share of its peak since the step ends the probe.
+    pub probe_drop_percent: u32,
+    /// The longest the hold grows to after failed probes.
+    pub max_up_hold_ms: u64,
 }
 
 impl Default for SelectorConfig {
     fn default() -> Self {
-        SelectorConfig { up_margin_percent: 25, up_hold_ms: 3_000 }
+        SelectorConfig {
+            up_margin_percent: 25,
+            up_hold_ms: 3_000,
+            probe_percent: Some(130),
+            probe_grace_ms: 10_000,
+            probe_drop_percent: 80,
+            max_up_hold_ms: 48_000,
+        }
     }
 }
 
@@ -119,7 +148,8 @@ pub enum SwitchReason {
     Size,
     /// The estimate no longer carries the current layer.
     BandwidthDown,
-    /// The estimate carried the next layer up, with the margin, for the hold time.
+    /// The estimate carried the next layer up, with the margin, for the hold time, or the selector
+    /// probed it.
     StepUp,
     /// The publisher stopped sending the current layer (or every layer: `to` is none).
     LayerActivity,
@@ -146,6 +176,23 @@ impl LayerSwitch {
 struct Slot {
     layer: Layer,
     active: bool,
+    /// What the publisher really sends on it, when known.
+    measured_bps: Option<u64>,
+}
+
+impl Slot {
+    fn rate(&self) -> u64 {
+        self.measured_bps.unwrap_or(self.layer.bitrate_bps)
+    }
+}
+
+/// A step up made as a probe, while its grace lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probe {
+    from: usize,
+    at_ms: u64,
+    /// The highest estimate since the step.
+    peak_bps: u64,
 }
 
 /// Chooses the layer of one track forwarded to one subscriber. See the module documentation for
@@ -158,6 +205,9 @@ pub struct LayerSelector {
     current: Option<usize>,
     /// The layer the estimate has been good enough to step up to, and since when.
     up_since: Option<(usize, u64)>,
+    /// The hold in effect: the configured one, doubled by each failed probe.
+    hold_ms: u64,
+    probe: Option<Probe>,
 }
 
 impl LayerSelector {
@@ -168,9 +218,10 @@ impl LayerSelector {
             return Err(LayerError::Empty);
         }
         validate_layers(&layers)?;
-        let mut slots: Vec<Slot> = layers.into_iter().map(|layer| Slot { layer, active: true }).collect();
+        let mut slots: Vec<Slot> =
+            layers.into_iter().map(|layer| Slot { layer, active: true, measured_bps: None }).collect();
         slots.sort_by_key(|s| (s.layer.bitrate_bps, s.layer.width, s.layer.height));
-        Ok(LayerSelector { slots, config, current: None, up_since: None })
+        Ok(LayerSelector { slots, config, current: None, up_since: None, hold_ms: config.up_hold_ms, probe: None })
     }
 
     /// The layer being forwarded now, if one was chosen.
@@ -187,11 +238,27 @@ impl LayerSelector {
         Ok(())
     }
 
+    /// What the publisher sends on a layer: whether it sends it at all, and its measured bitrate
+    /// (`None`: not measured yet, the announced bitrate stands in). Takes effect at the next `update`.
+    pub fn set_measured(&mut self, rid: &str, active: bool, bps: Option<u64>) -> Result<(), LayerError> {
+        let slot =
+            self.slots.iter_mut().find(|s| s.layer.rid == rid).ok_or_else(|| LayerError::UnknownRid(rid.into()))?;
+        slot.active = active;
+        slot.measured_bps = bps.filter(|&b| b > 0);
+        Ok(())
+    }
+
+    /// The hold before the next step up (grown by failed probes).
+    pub fn hold_ms(&self) -> u64 {
+        self.hold_ms
+    }
+
     /// Re-evaluates the choice; returns the switch to make, if any.
     pub fn update(&mut self, want: Constraints, now_ms: u64) -> Option<LayerSwitch> {
         let active: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].active).collect();
         let Some(&lowest) = active.first() else {
             self.up_since = None;
+            self.probe = None;
             let from = self.current.take()?;
             return Some(self.switch(Some(from), None, SwitchReason::LayerActivity));
         };
@@ -200,26 +267,78 @@ impl LayerSelector {
         let fits = active
             .iter()
             .copied()
-            .filter(|&i| i <= ceiling && self.slots[i].layer.bitrate_bps <= want.available_bps)
+            .filter(|&i| i <= ceiling && self.slots[i].rate() <= want.available_bps)
             .max()
             .unwrap_or(lowest);
 
+        let probing = self.probe_state(want.available_bps, now_ms);
         let (to, reason) = match self.current {
             None => (fits, SwitchReason::Initial),
             Some(cur) if !self.slots[cur].active => (fits, SwitchReason::LayerActivity),
             Some(cur) if cur > ceiling => (fits, SwitchReason::Size),
-            Some(cur) if cur > fits => (fits, SwitchReason::BandwidthDown),
-            Some(cur) => match self.step_up(&active, cur, ceiling, want, now_ms) {
-                Some(next) => (next, SwitchReason::StepUp),
-                None => return None,
+            Some(cur) => match probing {
+                ProbeState::Failed(from) => {
+                    self.probe_failed();
+                    (fits.min(from), SwitchReason::BandwidthDown)
+                }
+                ProbeState::Trying => return None,
+                ProbeState::None | ProbeState::Held if cur > fits => {
+                    if probing == ProbeState::Held {
+                        self.probe_failed();
+                    }
+                    (fits, SwitchReason::BandwidthDown)
+                }
+                ProbeState::None | ProbeState::Held => {
+                    if probing == ProbeState::Held {
+                        self.hold_ms = self.config.up_hold_ms;
+                    }
+                    match self.step_up(&active, cur, ceiling, want, now_ms) {
+                        Some((next, probe)) => {
+                            if probe {
+                                self.probe = Some(Probe { from: cur, at_ms: now_ms, peak_bps: want.available_bps });
+                            }
+                            (next, SwitchReason::StepUp)
+                        }
+                        None => return None,
+                    }
+                }
             },
         };
+        if reason != SwitchReason::StepUp {
+            self.probe = None;
+        }
         self.up_since = None;
         if self.current == Some(to) {
             return None;
         }
         let from = self.current.replace(to);
         Some(self.switch(from, Some(to), reason))
+    }
+
+    /// Where the probe in progress stands at `now_ms` with estimate `available_bps`; a probe whose
+    /// grace is over is done with (`Held`: the caller judges it by the normal rules this once).
+    fn probe_state(&mut self, available_bps: u64, now_ms: u64) -> ProbeState {
+        let Some(probe) = &mut self.probe else { return ProbeState::None };
+        if self.current.is_none_or(|cur| cur <= probe.from) {
+            self.probe = None;
+            return ProbeState::None;
+        }
+        if now_ms.saturating_sub(probe.at_ms) >= self.config.probe_grace_ms {
+            self.probe = None;
+            return ProbeState::Held;
+        }
+        probe.peak_bps = probe.peak_bps.max(available_bps);
+        let floor = probe.peak_bps / 100 * u64::from(self.config.probe_drop_percent);
+        if available_bps < floor {
+            let from = probe.from;
+            self.probe = None;
+            return ProbeState::Failed(from);
+        }
+        ProbeState::Trying
+    }
+
+    fn probe_failed(&mut self) {
+        self.hold_ms = self.hold_ms.saturating_mul(2).min(self.config.max_up_hold_ms.max(self.config.up_hold_ms));
     }
 
     /// The smallest active layer covering the requested size, else the largest active one.
@@ -235,7 +354,8 @@ impl LayerSelector {
         active.iter().copied().find(covers).unwrap_or(largest)
     }
 
-    /// Advances the step-up timer; returns the next layer once it has held long enough.
+    /// Advances the step-up timer; returns the next layer once it has held long enough, and
+    /// whether the step is a probe (the estimate does not carry that layer with the margin).
     fn step_up(
         &mut self,
         active: &[usize],
@@ -243,23 +363,27 @@ impl LayerSelector {
         ceiling: usize,
         want: Constraints,
         now_ms: u64,
-    ) -> Option<usize> {
+    ) -> Option<(usize, bool)> {
         let next = active.iter().copied().find(|&i| i > cur && i <= ceiling);
-        let good = next.filter(|&n| {
-            let needed = self.slots[n].layer.bitrate_bps.saturating_mul(100 + u64::from(self.config.up_margin_percent));
-            want.available_bps.saturating_mul(100) >= needed
+        let available = u128::from(want.available_bps) * 100;
+        let carried = next.filter(|&n| {
+            available >= u128::from(self.slots[n].rate()) * u128::from(100 + self.config.up_margin_percent)
         });
-        let Some(next) = good else {
+        let probed = next.filter(|_| {
+            self.config.probe_percent.is_some_and(|p| available >= u128::from(self.slots[cur].rate()) * u128::from(p))
+        });
+        let Some(next) = carried.or(probed) else {
             self.up_since = None;
             return None;
         };
+        let probe = carried.is_none();
         match self.up_since {
             Some((layer, since)) if layer == next => {
-                (now_ms.saturating_sub(since) >= self.config.up_hold_ms).then_some(next)
+                (now_ms.saturating_sub(since) >= self.hold_ms).then_some((next, probe))
             }
             _ => {
                 self.up_since = Some((next, now_ms));
-                (self.config.up_hold_ms == 0).then_some(next)
+                (self.hold_ms == 0).then_some((next, probe))
             }
         }
     }
@@ -268,6 +392,19 @@ impl LayerSelector {
         let rid = |i: usize| self.slots[i].layer.rid.clone();
         LayerSwitch { from: from.map(rid), to: to.map(rid), reason }
     }
+}
+
+/// Where a probing step up stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeState {
+    /// No probe in progress.
+    None,
+    /// Within its grace, the estimate still climbing or level.
+    Trying,
+    /// The estimate fell during the grace: back to this layer (or lower).
+    Failed(usize),
+    /// The grace just ended: the normal rules judge whether the layer stays.
+    Held,
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 //! **Layers.** Each video subscription has a `signaling::LayerSelector` over the publisher's
 //! announced layers, fed with the size the subscriber asked for and its share of the subscriber's
 //! REMB estimate (split evenly between its video subscriptions). Its choice goes to the forwarder
-//! by rid (`sfu::rtc::layer_of_rid`).
+//! by rid (`sfu::rtc::layer_of_rid`). Every [`LAYER_INTERVAL`] ([`Meetings::run_layers`]) the
+//! selectors learn what each publisher really sends on each layer (`sfu::rate`: rate, and whether
+//! the layer is sent at all) and are re-run: a receive-side estimate changes little while nothing is
+//! congested, and stepping up (probing) is a matter of time, not of a new report.
 //!
 //! **Active speaker.** [`Meetings::run_speakers`] takes the audio levels of each room's tracks
 //! every [`SPEAKER_INTERVAL`] and feeds the room's `sfu::ActiveSpeaker`; a change becomes
@@ -40,6 +43,9 @@ use crate::protocol::ServerMsg;
 
 /// How often the rooms' audio levels are read for the active speaker.
 pub const SPEAKER_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often simulcast layer choices are reviewed with the layers' measured rates.
+pub const LAYER_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The media side of the process: the `sfu` node and what clients are told about ICE.
 pub struct Media {
@@ -449,6 +455,36 @@ impl RoomMedia {
         estimate / videos.max(1)
     }
 
+    /// Whether any subscription of the room chooses among simulcast layers.
+    pub fn has_layers(&self) -> bool {
+        self.users.values().any(|u| u.subs.values().any(|s| s.attached && s.selector.is_some()))
+    }
+
+    /// Tells every layer selector what its publisher sends on each layer now, then re-runs them all.
+    pub async fn review_layers(&mut self, node: &MediaNode, now_ms: u64) {
+        let mut measured: HashMap<TrackId, Vec<(String, sfu::MeasuredRate)>> = HashMap::new();
+        for (track, t) in self.tracks.iter().filter(|(_, t)| !t.layers.is_empty()) {
+            let Some(rates) = t.flowing.and_then(|id| node.layer_rates(id).ok()) else { continue };
+            let by_rid = t.layers.iter().map(|l| (l.rid.clone(), rates[layer_of_rid(&l.rid).index()])).collect();
+            measured.insert(track.clone(), by_rid);
+        }
+        let users: Vec<UserId> = self.users.keys().cloned().collect();
+        for user in users {
+            let Some(u) = self.users.get_mut(&user) else { continue };
+            let mut any = false;
+            for (track, sub) in u.subs.iter_mut().filter(|(_, s)| s.attached) {
+                let (Some(selector), Some(rates)) = (&mut sub.selector, measured.get(track)) else { continue };
+                for (rid, rate) in rates {
+                    let _ = selector.set_measured(rid, rate.active, rate.bps);
+                }
+                any = true;
+            }
+            if any {
+                self.choose_layers(&user, now_ms).await;
+            }
+        }
+    }
+
     /// Re-runs every layer selector of `user`'s video subscriptions and carries out the switches.
     async fn choose_layers(&mut self, user: &UserId, now_ms: u64) {
         let share = self.share_bps(user, 0);
@@ -466,6 +502,7 @@ impl RoomMedia {
         }
         for (id, layer) in switches {
             metrics::counter!("hub_meeting_layer_switches_total").increment(1);
+            tracing::debug!(%user, track = id.0, ?layer, "layer switch");
             if let Err(e) = peer.set_layer(id, layer).await {
                 tracing::debug!(%user, error = %e, "layer switch");
             }

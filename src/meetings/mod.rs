@@ -185,6 +185,27 @@ impl Meetings {
         }
     }
 
+    /// Reviews the rooms' simulcast layer choices with the layers' measured rates, every
+    /// [`media::LAYER_INTERVAL`], until the node shuts down.
+    pub async fn run_layers(self: Arc<Self>) {
+        let Some(media) = self.media.clone() else { return };
+        let mut every = tokio::time::interval(media::LAYER_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = self.node.shutdown.cancelled() => return,
+            }
+            let slots: Vec<Slot> = self.rooms.iter().map(|r| r.value().clone()).collect();
+            for slot in slots {
+                let mut entry = slot.lock().await;
+                if entry.media.has_layers() {
+                    entry.media.review_layers(&media.node, media.node.now_ms()).await;
+                }
+            }
+        }
+    }
+
     /// Sends `Tick` to rooms whose timeout has come (expiry, empty too long), every second,
     /// until the node shuts down.
     pub async fn run_timers(self: Arc<Self>) {

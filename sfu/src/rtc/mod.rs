@@ -311,6 +311,14 @@ impl MediaNode {
         Ok(lock(&self.inner.track(track)?.levels).drain(..).collect())
     }
 
+    /// What the publisher of `track` sends on each simulcast layer, lowest first ([`crate::rate`]).
+    pub fn layer_rates(&self, track: TrackId) -> Result<[crate::MeasuredRate; crate::Layer::COUNT], MediaError> {
+        let published = self.inner.track(track)?;
+        let now = self.inner.now_ms();
+        let rates = lock(&published.forwarder).layer_rates(now);
+        Ok(rates)
+    }
+
     /// The node's monotonic clock, in ms.
     pub fn now_ms(&self) -> u64 {
         self.inner.now_ms()

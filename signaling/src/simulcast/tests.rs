@@ -14,7 +14,13 @@ type Size = Option<(u32, u32)>;
 /// The switch a step must produce: its target rid and reason, or none.
 type Expected = Option<(&'static str, SwitchReason)>;
 
+/// The margin rules alone (no probing): most tests below are about them.
 fn selector() -> LayerSelector {
+    LayerSelector::new(qhf(), SelectorConfig { probe_percent: None, ..SelectorConfig::default() }).unwrap()
+}
+
+/// With the default probing.
+fn probing() -> LayerSelector {
     LayerSelector::new(qhf(), SelectorConfig::default()).unwrap()
 }
 
@@ -211,7 +217,8 @@ fn inactive_layers_are_skipped() {
 
 #[test]
 fn zero_hold_steps_up_on_the_first_good_estimate() {
-    let config = SelectorConfig { up_margin_percent: 0, up_hold_ms: 0 };
+    let config =
+        SelectorConfig { up_margin_percent: 0, up_hold_ms: 0, probe_percent: None, ..SelectorConfig::default() };
     let mut s = LayerSelector::new(qhf(), config).unwrap();
     assert_eq!(to(s.update(bw(200), 0)), sw("q", SwitchReason::Initial));
     assert_eq!(to(s.update(bw(500), 0)), sw("h", SwitchReason::StepUp));
@@ -227,4 +234,115 @@ fn single_layer_track_never_switches_after_the_first() {
     for (i, kbps) in [1, 10_000, 0, 500].into_iter().enumerate() {
         assert_eq!(s.update(bw(kbps), i as u64 * 10_000), None);
     }
+}
+
+#[test]
+fn measured_rates_replace_the_announced_ones() {
+    let mut s = selector();
+    // f is announced at 1.5 Mb/s but sends 800 kb/s, h 370 kb/s: 1 Mb/s carries f.
+    s.set_measured("f", true, Some(800_000)).unwrap();
+    s.set_measured("h", true, Some(370_000)).unwrap();
+    assert_eq!(to(s.update(bw(1_000), 0)), sw("f", SwitchReason::Initial));
+    // Down only once the estimate no longer carries what f really sends.
+    assert_eq!(s.update(bw(810), 100), None);
+    assert_eq!(to(s.update(bw(790), 200)), sw("h", SwitchReason::BandwidthDown));
+    // Unmeasured again: the announced rate counts (zero is no measurement).
+    s.set_measured("h", true, Some(0)).unwrap();
+    assert_eq!(to(s.update(bw(450), 300)), sw("q", SwitchReason::BandwidthDown));
+    assert_eq!(s.set_measured("x", true, None), Err(LayerError::UnknownRid("x".into())));
+}
+
+/// What a browser's receive-side estimate does: it never goes far past 1.5x what it receives, and
+/// climbs about 8 % a second towards that cap.
+fn remb_after(estimate_kbps: u64, incoming_kbps: u64, ms: u64) -> u64 {
+    let cap = incoming_kbps * 3 / 2 + 10;
+    let mut e = estimate_kbps as f64;
+    for _ in 0..ms / 100 {
+        e *= 1.08f64.powf(0.1);
+    }
+    (e as u64).min(cap)
+}
+
+#[test]
+fn probing_climbs_layers_a_capped_estimate_never_shows() {
+    let mut s = probing();
+    // Measured rates of a still camera: q 155 k, h 370 k, f 800 k.
+    for (rid, kbps) in [("q", 155), ("h", 370), ("f", 800)] {
+        s.set_measured(rid, true, Some(kbps * 1000)).unwrap();
+    }
+    // A subscriber shown small starts on q; then its tile grows.
+    assert_eq!(to(s.update(sized(320, 180, 240), 0)), sw("q", SwitchReason::Initial));
+    let mut layer = "q".to_string();
+    let mut estimate = 240;
+    let mut switches = Vec::new();
+    for step in 1..=600u64 {
+        let now = step * 100;
+        let incoming = match layer.as_str() {
+            "q" => 155,
+            "h" => 370,
+            _ => 800,
+        };
+        estimate = remb_after(estimate, incoming, 100);
+        if let Some(switch) = s.update(sized(1280, 720, estimate), now) {
+            layer = switch.to.clone().unwrap();
+            switches.push((now, layer.clone(), switch.reason));
+        }
+    }
+    // q -> h -> f, each a probe after the 3 s hold, none undone: the estimate followed each time.
+    let got: Vec<(&str, SwitchReason)> = switches.iter().map(|(_, l, r)| (l.as_str(), *r)).collect();
+    assert_eq!(got, [("h", SwitchReason::StepUp), ("f", SwitchReason::StepUp)], "{switches:?}");
+    assert_eq!(switches[0].0, 3_100, "q held 1.3x its rate from the first update: up after the hold");
+    assert_eq!(s.hold_ms(), 3_000);
+}
+
+#[test]
+fn a_probe_into_congestion_steps_back_and_waits_longer() {
+    let mut s = probing();
+    for (rid, kbps) in [("q", 155), ("h", 370), ("f", 800)] {
+        s.set_measured(rid, true, Some(kbps * 1000)).unwrap();
+    }
+    // The link carries 300 kb/s: q fits, and the estimate sits at the 1.5x cap, so h is probed.
+    assert_eq!(to(s.update(bw(240), 0)), sw("q", SwitchReason::Initial));
+    assert_eq!(s.update(bw(240), 1_000), None);
+    assert_eq!(to(s.update(bw(240), 4_000)), sw("h", SwitchReason::StepUp));
+    // Within the grace a lower estimate than h needs is expected...
+    assert_eq!(s.update(bw(260), 5_000), None);
+    assert_eq!(s.update(bw(280), 6_000), None);
+    // ...but a fall below 80 % of its peak is congestion: back to q, and the hold doubles.
+    assert_eq!(to(s.update(bw(210), 7_000)), sw("q", SwitchReason::BandwidthDown));
+    assert_eq!(s.hold_ms(), 6_000);
+    assert_eq!(s.update(bw(240), 7_100), None);
+    assert_eq!(s.update(bw(240), 13_099), None, "the doubled hold");
+    assert_eq!(to(s.update(bw(240), 13_100)), sw("h", SwitchReason::StepUp));
+    // This time the estimate stays level but never reaches h: when the grace ends, down again.
+    assert_eq!(s.update(bw(300), 20_000), None);
+    assert_eq!(to(s.update(bw(300), 23_100)), sw("q", SwitchReason::BandwidthDown));
+    assert_eq!(s.hold_ms(), 12_000);
+    // Failures double the hold up to the ceiling; a probe that holds resets it.
+    let mut now = 23_100;
+    for _ in 0..5 {
+        s.update(bw(240), now);
+        now += s.hold_ms();
+        assert_eq!(to(s.update(bw(240), now)), sw("h", SwitchReason::StepUp));
+        now += 10_000;
+        assert_eq!(to(s.update(bw(300), now)), sw("q", SwitchReason::BandwidthDown));
+    }
+    assert_eq!(s.hold_ms(), 48_000);
+    s.update(bw(240), now);
+    now += s.hold_ms();
+    assert_eq!(to(s.update(bw(240), now)), sw("h", SwitchReason::StepUp));
+    now += 10_000;
+    assert_eq!(s.update(bw(500), now), None, "the estimate climbed: h stays");
+    assert_eq!(s.hold_ms(), 3_000);
+}
+
+#[test]
+fn no_probe_above_the_requested_size_or_onto_an_idle_layer() {
+    let mut s = probing();
+    assert_eq!(to(s.update(sized(320, 180, 240), 0)), sw("q", SwitchReason::Initial));
+    assert_eq!(s.update(sized(320, 180, 240), 100_000), None, "q covers the tile");
+    // h is not sent: the probe goes to f, the next layer that is.
+    s.set_measured("h", false, None).unwrap();
+    assert_eq!(s.update(bw(240), 100_100), None);
+    assert_eq!(to(s.update(bw(240), 103_100)), sw("f", SwitchReason::StepUp));
 }
