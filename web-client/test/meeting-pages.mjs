@@ -1,0 +1,108 @@
+// Meeting pages for the browser tests (meeting.test.mjs, simulcast.test.mjs): Debian's Chromium
+// with its fake camera and microphone, and the meeting demo page (meeting.html) served by the hub,
+// one browser context per participant. Every wait awaits recorded state (page.waitForFunction);
+// the timeouts only turn a hang into a failure.
+
+import assert from 'node:assert/strict';
+
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+/** Failure guard for one wait; generous for a loaded 2-core machine running several browsers. */
+export const GUARD_MS = 45_000;
+export const TEST_TIMEOUT_MS = 300_000;
+/** How often the pages sample their receivers' statistics. */
+const STATS_EVERY_MS = 200;
+
+/** Headless Chromium whose getUserMedia and getDisplayMedia get fake devices without asking. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+    ],
+  });
+}
+
+/**
+ * A user's browser (its own context of `browser`) on the meeting page of the hub at `base`,
+ * joined to `room`, with what it publishes announced and answered. In the page, `window.rec`
+ * records the meeting's events, its two peer connections, and (every STATS_EVERY_MS) the
+ * inbound-rtp statistics of every track it receives, by room track id. `beforeJoin(page)` runs
+ * on the loaded page before it joins.
+ */
+export async function openMeeting(browser, base, user, room, { role = 'participant', camera = true, mic = true, beforeJoin } = {}) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(GUARD_MS);
+  page.user = user;
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  await page.goto(`${base}/meeting.html`);
+  await beforeJoin?.(page);
+  await page.fill('#me', user);
+  await page.fill('#room', room);
+  await page.selectOption('#role', role);
+  await page.setChecked('#with-camera', camera);
+  await page.setChecked('#with-mic', mic);
+  await page.click('#join');
+  await until(page, () => document.getElementById('meeting-state').dataset.state === 'joined');
+  const kinds = [...(camera ? ['video'] : []), ...(mic ? ['audio'] : [])];
+  if (role !== 'viewer') {
+    // Published: announced (a room track id) and the offer carrying it answered (stable).
+    await until(page, (ks) => {
+      const m = window.meetingDemo.meeting;
+      return ks.every((k) => m.localTrack(k)?.id) && (ks.length === 0 || m.publisher?.signalingState === 'stable');
+    }, kinds);
+  }
+  await page.evaluate((every) => {
+    const { meeting } = window.meetingDemo;
+    const rec = { events: [], stats: {}, pcs: [meeting.publisher, meeting.subscriber].filter(Boolean) };
+    window.rec = rec;
+    for (const type of ['state', 'track_muted', 'active_speaker', 'chat', 'hand', 'error', 'ended', 'removed']) {
+      meeting.on(type, (e) => rec.events.push({ type, ...(e instanceof Error ? { code: e.code, message: e.message } : e) }));
+    }
+    // The publisher connection may come later (a viewer has none; a page may publish later).
+    meeting.on('local', () => meeting.publisher && !rec.pcs.includes(meeting.publisher) && rec.pcs.push(meeting.publisher));
+    const sample = async () => {
+      for (const t of meeting.remoteTracks()) {
+        const s = await meeting.trackStats(t.id);
+        if (s) rec.stats[t.id] = { kind: t.kind, user: t.user, framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0 };
+      }
+    };
+    rec.timer = setInterval(() => sample().catch(() => {}), every);
+  }, STATS_EVERY_MS);
+  return page;
+}
+
+/** Waits until `fn(arg)`, evaluated in the page, is truthy. */
+export function until(page, fn, arg) {
+  return page.waitForFunction(fn, arg);
+}
+
+/** The room track id of `user`'s track of `kind` as `page` shows it (waits until it is there). */
+export async function trackOf(page, user, kind) {
+  const attr = `${kind}Track`;
+  await until(page, ([u, a]) => document.querySelector(`.tile[data-user="${u}"]`)?.dataset[a], [user, attr]);
+  return page.$eval(`.tile[data-user="${user}"]`, (el, a) => el.dataset[a], attr);
+}
+
+export async function closeAll(pages) {
+  for (const p of pages) {
+    await p.evaluate(() => clearInterval(window.rec?.timer)).catch(() => {});
+    await p.context().close();
+  }
+}
+
+export function assertNoPageErrors(pages) {
+  for (const p of pages) assert.deepEqual(p.errors, [], `page errors on ${p.user}`);
+}
