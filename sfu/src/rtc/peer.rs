@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
@@ -40,6 +41,8 @@ pub(super) struct PeerInner {
     pub(super) closed: AtomicBool,
     /// The last REMB estimate reported, in bps.
     estimate: Arc<AtomicU64>,
+    /// Whether the connection is up (ICE and DTLS): subscriptions start only then.
+    connected: watch::Sender<bool>,
 }
 
 struct Subscription {
@@ -51,8 +54,9 @@ struct Subscription {
     _cancel: oneshot::Sender<()>,
 }
 
-/// A subscription is paused until its sender is bound to a connected transport: a keyframe asked
-/// for earlier could be forwarded before the subscriber can receive it, leaving it waiting for the next.
+/// A subscription is paused until its sender is bound to a connected transport (negotiated, and the
+/// connection up): a keyframe asked for earlier could be forwarded before the subscriber can decrypt
+/// it, leaving it waiting for the next one, which the keyframe throttle delays.
 struct Start {
     started: bool,
     layer: Option<Layer>,
@@ -71,6 +75,7 @@ impl Peer {
             mix_subscriptions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             estimate: Arc::new(AtomicU64::new(0)),
+            connected: watch::Sender::new(false),
         });
         install_handlers(&inner);
         (Peer { inner }, rx)
@@ -136,6 +141,7 @@ impl Peer {
         let node = self.inner.node.clone();
         tokio::spawn(start_subscription(
             sender.clone(),
+            self.inner.connected.subscribe(),
             Arc::downgrade(&published),
             subscriber,
             start.clone(),
@@ -336,7 +342,11 @@ fn install_handlers(peer: &Arc<PeerInner>) {
         })
     }));
     let events = peer.events.clone();
+    let weak = Arc::downgrade(peer);
     pc.on_peer_connection_state_change(Box::new(move |state| {
+        if let Some(peer) = weak.upgrade() {
+            peer.connected.send_replace(state == RTCPeerConnectionState::Connected);
+        }
         let events = events.clone();
         Box::pin(async move { emit(&events, PeerEvent::ConnectionState(state)).await })
     }));
@@ -361,14 +371,20 @@ pub(super) async fn emit(events: &EventSink, event: PeerEvent) {
 /// Starts a subscription on its layer once its sender is bound, unless it is dropped first.
 async fn start_subscription(
     sender: Arc<RTCRtpSender>,
+    mut connected: watch::Receiver<bool>,
     published: Weak<Published>,
     subscriber: SubscriberId,
     start: Arc<Mutex<Start>>,
     cancelled: oneshot::Receiver<()>,
     node: Arc<NodeInner>,
 ) {
+    let up = async {
+        sender.wait_for_send().await;
+        // Err: the peer is gone.
+        connected.wait_for(|&up| up).await.is_ok()
+    };
     tokio::select! {
-        _ = sender.wait_for_send() => {}
+        up = up => if !up { return },
         _ = cancelled => return,
     }
     drop(sender);
