@@ -8,7 +8,7 @@ use ::sfu::{Codec, Forwarder, ForwarderConfig, Layer, Output, SubscriberId};
 use clap::Args;
 use serde::Serialize;
 
-use super::media;
+use super::media::{self, Kind, Speech, Trailer};
 use crate::sys;
 
 #[derive(Args, Debug)]
@@ -51,8 +51,9 @@ pub fn run(args: CoreArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.packets > 0 && args.packets <= 100_000_000, "--packets must be in 1..=100000000");
     anyhow::ensure!(args.subscribers.iter().all(|&k| (1..=100_000).contains(&k)), "--subscribers in 1..=100000");
     let mut runs = Vec::new();
+    let speech = if args.audio { Some(Speech::new(32_000)?) } else { None };
     for &k in &args.subscribers {
-        let r = measure(k, &args);
+        let r = measure(k, &args, speech.as_ref());
         if !args.json {
             println!(
                 "sfu-core {:<5} K={:<6} {:>10} in, {:>11} forwarded in {:.2} s CPU: {:>6.2} M forwarded/s per core, {:>6.1} ns per forwarded packet, {:>7.0} ns per input packet",
@@ -74,7 +75,7 @@ pub fn run(args: CoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure(k: u32, args: &CoreArgs) -> CoreRun {
+fn measure(k: u32, args: &CoreArgs, speech: Option<&Speech>) -> CoreRun {
     let codec = if args.audio { Codec::Audio } else { Codec::Vp8 };
     let mut forwarder = Forwarder::new(ForwarderConfig::new(codec));
     for s in 0..k {
@@ -85,10 +86,13 @@ fn measure(k: u32, args: &CoreArgs) -> CoreRun {
     let fps = 30;
     let frames: Vec<Vec<webrtc::rtp::packet::Packet>> = (0..60)
         .map(|f| {
-            if args.audio {
-                vec![media::audio_packet(0, f, 0, 100)]
-            } else {
-                media::video_frame(0, f * 4, f, fps, f == 0, 4 * args.payload_bytes.max(media::TRAILER + 16), 0)
+            let first = |kind, seq| Trailer { publisher: 0, kind, layer: 0, seq, sent_us: 0 };
+            match speech {
+                Some(speech) => vec![speech.packet(f as usize, &first(Kind::Audio, f))],
+                None => {
+                    let bytes = 4 * args.payload_bytes.max(media::TRAILER + 16);
+                    media::video_frame(first(Kind::Video, f * 4), f, fps, f == 0, bytes, (320, 180))
+                }
             }
         })
         .collect();

@@ -1,22 +1,24 @@
 //! `sfu`: meeting rooms of N participants through the hub's real signaling, each a pair of
-//! webrtc-rs peer connections in this process (see `participant`). Publishers send Opus-like
-//! audio (50 packets/s) and VP8-like video (paced frames, keyframes every 2 s and on PLI); every
-//! participant receives every other participant's tracks (rooms auto-subscribe). Each payload
-//! carries its publisher, sequence and send time, so the receivers measure one-way latency (same
-//! machine clock) and loss per forwarded stream over a measured window that starts once every
-//! stream flows. The hub's CPU is read from /proc/<--hub-pid>/stat around that window.
-//!
-//! Single layer only: the client tracks carry no simulcast encodings.
+//! webrtc-rs peer connections in this process (see `participant`). Publishers send real Opus audio
+//! (a synthetic speaker, 50 packets/s) and VP8-like video (paced frames, keyframes every 2 s and on
+//! PLI/FIR), by default as three simulcast encodings ("q", "h", "f"); every participant receives
+//! every other participant's tracks (rooms auto-subscribe), at the view size it asks for
+//! (`--subscriber-size`), which decides the layer the hub forwards to it. Each payload carries its
+//! publisher, layer, sequence and send time, so the receivers measure one-way latency (same
+//! machine clock) and loss per forwarded stream, against the layer in effect (see `received`), over
+//! a measured window that starts once every stream flows. The hub's CPU is read from
+//! /proc/<--hub-pid>/stat around that window.
 //!
 //! `sfu-core` ([`core`]) measures the forwarding core alone, without network or crypto.
 
 pub mod core;
 mod media;
 mod participant;
+mod received;
 mod report;
+mod sender;
 mod signal;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +27,10 @@ use clap::Args;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use self::participant::{Participant, Sending, Shared, Window};
+use self::media::Speech;
+use self::participant::{Participant, Shared, Spec, Window};
 use self::report::Params;
+use self::sender::Sending;
 use crate::conn::Target;
 use crate::sys;
 
@@ -55,16 +59,27 @@ pub struct SfuArgs {
     pub no_video: bool,
     #[arg(long)]
     pub no_audio: bool,
-    /// Video bitrate per publisher, bits/s.
+    /// Video bitrate per publisher, bits/s: of the top layer with simulcast (the others get 50 %
+    /// and 15 % of it).
     #[arg(long, default_value_t = 1_000_000)]
     pub video_bps: u64,
+    /// Send one video encoding instead of three simulcast layers (q 320x180, h 640x360,
+    /// f 1280x720).
+    #[arg(long)]
+    pub no_simulcast: bool,
+    /// The size subscribers show video at, WxH (`meeting.subscribe` max_width/max_height for every
+    /// other participant's video track), or "any" for no limit. A comma-separated list is handed
+    /// out in turn by participant within a room: "320x180,1280x720" makes half the subscribers
+    /// get layer q and half layer f.
+    #[arg(long, default_value = "any")]
+    pub subscriber_size: String,
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
     #[arg(long, default_value_t = 2000)]
     pub keyframe_ms: u64,
-    /// Bytes of each audio packet's payload.
-    #[arg(long, default_value_t = 100)]
-    pub audio_bytes: usize,
+    /// The Opus encoder's target bitrate, bits/s (20 ms frames, VBR).
+    #[arg(long, default_value_t = 32_000)]
+    pub audio_bps: u32,
     /// Seconds of the measured window.
     #[arg(long, default_value_t = 20.0)]
     pub duration: f64,
@@ -94,25 +109,27 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.duration > 0.0 && args.duration <= 600.0, "--duration must be in (0, 600] seconds");
     anyhow::ensure!((1..=60).contains(&args.fps), "--fps must be in 1..=60");
     anyhow::ensure!(args.video_bps <= 20_000_000, "--video-bps at most 20 Mb/s");
+    anyhow::ensure!((6_000..=510_000).contains(&args.audio_bps), "--audio-bps must be in 6000..=510000");
+    let sizes = parse_sizes(&args.subscriber_size)?;
     let publishers = args.publishers.unwrap_or(args.size).min(args.size);
     let target = Target::resolve(&args.url).await?;
     sys::raise_nofile_limit();
     let prefix = args.room_prefix.clone().unwrap_or_else(|| format!("sfu{}-", sys::now_us() / 1_000_000));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let simulcast = !args.no_simulcast;
+    let layers = media::video_layers(simulcast, args.video_bps);
+    let speech = if args.no_audio { None } else { Some(Speech::new(args.audio_bps)?) };
     let shared = Arc::new(Shared {
-        api: participant::client_api()?,
+        publish_api: participant::client_api(true)?,
+        subscribe_api: participant::client_api(false)?,
+        layers: layers.clone(),
+        speech,
         window: Window::default(),
         streams_up: Default::default(),
         stop: stop_rx,
     });
-    let sending = Sending {
-        audio: !args.no_audio,
-        video: !args.no_video,
-        audio_bytes: args.audio_bytes,
-        video_bps: args.video_bps,
-        fps: args.fps,
-        keyframe_every_ms: args.keyframe_ms,
-    };
+    let sending =
+        Sending { audio: !args.no_audio, video: !args.no_video, fps: args.fps, keyframe_every_ms: args.keyframe_ms };
     let kinds = u64::from(sending.audio) + u64::from(sending.video);
     // Every participant receives each other publisher's streams.
     let per_room = u64::from(publishers) * u64::from(args.size - 1) * kinds;
@@ -120,12 +137,13 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs_f64(args.setup_timeout.clamp(5.0, 600.0));
 
     eprintln!(
-        "loadtest: sfu: {} room(s) of {} ({} publishing {}{}), {} forwarded streams expected",
+        "loadtest: sfu: {} room(s) of {} ({} publishing {}{}{}), {} forwarded streams expected",
         args.rooms,
         args.size,
         publishers,
         if sending.audio { "audio " } else { "" },
         if sending.video { "video" } else { "" },
+        if sending.video && simulcast { " in 3 layers" } else { "" },
         expected_streams
     );
     let setup_start = Instant::now();
@@ -133,21 +151,24 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
     let mut participants: Vec<Participant> = Vec::new();
     let mut setup_errors: Vec<String> = Vec::new();
     let secret = args.secret.clone();
-    let specs: Vec<(u32, String, String, Option<Sending>)> = (0..args.rooms)
+    let specs: Vec<Spec> = (0..args.rooms)
         .flat_map(|r| {
             let room = format!("{prefix}{r}");
-            (0..args.size).map(move |i| (r, i, room.clone()))
+            (0..args.size).map(move |i| (i, room.clone()))
         })
         .enumerate()
-        .map(|(g, (_, i, room))| {
-            let user = format!("{room}-u{i}");
-            (g as u32, room, user, (i < publishers).then_some(sending))
+        .map(|(g, (i, room))| Spec {
+            index: g as u32,
+            user: format!("{room}-u{i}"),
+            room,
+            sending: (i < publishers).then_some(sending),
+            view: sizes[i as usize % sizes.len()],
         })
         .collect();
     for chunk in specs.chunks(args.setup_concurrency.max(1)) {
-        let started = futures_util::future::join_all(chunk.iter().map(|(g, room, user, s)| {
+        let started = futures_util::future::join_all(chunk.iter().map(|spec| {
             let (shared, target, secret) = (shared.clone(), &target, &secret);
-            async move { Participant::start(shared, target, secret, *g, room, user, *s, timeout).await }
+            async move { Participant::start(shared, target, secret, spec, timeout).await }
         }))
         .await;
         for p in started {
@@ -204,15 +225,19 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
         video_bps: args.video_bps,
         fps: args.fps,
         keyframe_ms: args.keyframe_ms,
-        audio_bytes: args.audio_bytes,
+        audio_bps: args.audio_bps,
         duration_seconds: args.duration,
         warmup_seconds: args.warmup,
-        simulcast: false,
+        simulcast,
+        layers,
+        subscriber_sizes: sizes
+            .iter()
+            .map(|s| s.map_or_else(|| "any".to_string(), |(w, h)| format!("{w}x{h}")))
+            .collect(),
         hub_pid: args.hub_pid,
         room_prefix: prefix,
     };
     let window_seconds = (end_us - start_us) as f64 / 1e6;
-    let rooms: HashMap<u32, String> = outcomes.iter().map(|o| (o.index, o.room.clone())).collect();
     let report = report::build(report::Inputs {
         params,
         expected_streams,
@@ -220,7 +245,6 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
         setup_seconds,
         setup_errors,
         outcomes: &outcomes,
-        rooms: &rooms,
         window_seconds,
         hub_cpu: hub0.zip(hub1).map(|(a, b)| b - a),
         hub_rss,
@@ -234,4 +258,35 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
         report::print(&report);
     }
     Ok(())
+}
+
+/// `--subscriber-size`: "WxH" or "any", comma-separated.
+fn parse_sizes(spec: &str) -> anyhow::Result<Vec<Option<(u32, u32)>>> {
+    spec.split(',')
+        .map(|s| {
+            let s = s.trim();
+            if s.eq_ignore_ascii_case("any") {
+                return Ok(None);
+            }
+            let parsed = s.split_once(['x', 'X']).and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+            match parsed {
+                Some((w, h)) if w > 0 && h > 0 && w <= 8192 && h <= 8192 => Ok(Some((w, h))),
+                _ => anyhow::bail!("--subscriber-size: {s:?} is neither WxH nor \"any\""),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_sizes;
+
+    #[test]
+    fn subscriber_sizes() {
+        assert_eq!(parse_sizes("any").unwrap(), [None]);
+        assert_eq!(parse_sizes("320x180, any,1280X720").unwrap(), [Some((320, 180)), None, Some((1280, 720))]);
+        assert!(parse_sizes("320").is_err());
+        assert!(parse_sizes("0x10").is_err());
+        assert!(parse_sizes("").is_err());
+    }
 }

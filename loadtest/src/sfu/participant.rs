@@ -1,18 +1,22 @@
 //! One meeting participant on plain webrtc-rs peer connections, as a browser would be: a signaling
-//! socket, a publisher connection it offers on (one Opus-like and one VP8-like track, if it
-//! publishes) and a subscriber connection the room offers on (every other participant's tracks).
-//! Received packets are read to their trailers ([`super::media`]) for latency and loss.
+//! socket, a publisher connection it offers on (an Opus track and a VP8 track, simulcast or not,
+//! if it publishes: [`super::sender`]) and a subscriber connection the room offers on (every other
+//! participant's tracks). A participant that shows video at a given size tells the hub with
+//! `meeting.subscribe` (`max_width`/`max_height`) for every other participant's video track.
+//! Received packets are read to their trailers ([`super::media`]) for latency and loss
+//! ([`super::received`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::api::media_engine::MediaEngine;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
 use webrtc::ice::mdns::MulticastDnsMode;
@@ -21,15 +25,13 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
-use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
-use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpHeaderExtensionCapability, RTPCodecType};
+use webrtc::sdp::extmap;
 use webrtc::track::track_remote::TrackRemote;
 
-use super::media::{self, Received, SentRange};
+use super::media::{self, LayerSpec, Speech};
+use super::received::Received;
+use super::sender::{self, Sending, SentStats, Tracks};
 use super::signal::{Push, Signal};
 use crate::conn::Target;
 use crate::sys;
@@ -42,15 +44,22 @@ pub struct Window {
 }
 
 impl Window {
-    fn contains(&self, us: u64) -> bool {
+    pub fn contains(&self, us: u64) -> bool {
         let (s, e) = (self.start_us.load(Ordering::Relaxed), self.end_us.load(Ordering::Relaxed));
         s != 0 && us >= s && (e == 0 || us < e)
     }
 }
 
-/// What every participant shares: the client API, the window, counters the coordinator watches.
+/// What every participant shares: the client APIs, the media plan, the window, counters the
+/// coordinator watches.
 pub struct Shared {
-    pub api: API,
+    /// For publisher connections, and for subscriber connections ([`client_api`]).
+    pub publish_api: API,
+    pub subscribe_api: API,
+    /// Every publisher's video encodings, lowest first (one without simulcast).
+    pub layers: Vec<LayerSpec>,
+    /// The synthetic speaker every publisher's audio cycles through (`None`: no audio).
+    pub speech: Option<Speech>,
     pub window: Window,
     /// Remote streams that have delivered their first packet, over all participants.
     pub streams_up: AtomicU64,
@@ -58,9 +67,24 @@ pub struct Shared {
 }
 
 /// The client side's WebRTC API: default codecs and interceptors, loopback host candidates only.
-pub fn client_api() -> anyhow::Result<API> {
+/// No RFC 6464 audio level extension: the hub measures levels by decoding the Opus it gets, as
+/// for clients that send none.
+///
+/// `publishing`: also the MID and RID header extensions on video, without which the hub cannot
+/// tell simulcast encodings apart. Only for publisher connections: on a receiving webrtc-rs
+/// connection with both negotiated, a forwarded stream whose first packets arrive before the
+/// renegotiation that declares its SSRC is applied goes to webrtc-rs's simulcast probe, which
+/// finds no RID, gives up and closes that SSRC's stream, and with it the track once declared
+/// (seen as streams that stop after ~10 packets in rooms of 10).
+pub fn client_api(publishing: bool) -> anyhow::Result<API> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
+    if publishing {
+        for uri in [extmap::SDES_MID_URI, extmap::SDES_RTP_STREAM_ID_URI] {
+            let extension = RTCRtpHeaderExtensionCapability { uri: uri.to_owned() };
+            engine.register_header_extension(extension, RTPCodecType::Video, None)?;
+        }
+    }
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let mut settings = SettingEngine::default();
     settings.set_include_loopback_candidate(true);
@@ -74,20 +98,21 @@ pub fn client_api() -> anyhow::Result<API> {
         .build())
 }
 
-/// What one participant publishes.
-#[derive(Debug, Clone, Copy)]
-pub struct Sending {
-    pub audio: bool,
-    pub video: bool,
-    pub audio_bytes: usize,
-    pub video_bps: u64,
-    pub fps: u32,
-    pub keyframe_every_ms: u64,
+/// Who one participant is and what it does.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub index: u32,
+    pub room: String,
+    pub user: String,
+    pub sending: Option<Sending>,
+    /// The size it shows other participants' video at; `None`: no limit (no `meeting.subscribe`).
+    pub view: Option<(u32, u32)>,
 }
 
 pub struct Participant {
     pub index: u32,
     pub room: String,
+    view: Option<(u32, u32)>,
     signal: Arc<Signal>,
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
@@ -96,28 +121,26 @@ pub struct Participant {
     sender: Option<JoinHandle<SentStats>>,
     pub errors: Arc<Mutex<Vec<String>>>,
     pub offers: Arc<AtomicU64>,
+    heard: Arc<Mutex<Heard>>,
 }
 
-/// What a publisher sent in all and inside the window, per stream.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SentStats {
-    pub audio_total: u64,
-    pub video_total: u64,
-    pub audio: SentRange,
-    pub video: SentRange,
-    pub keyframes: u64,
-    pub keyframe_requests: u64,
-    pub write_errors: u64,
+/// The room's `active_speaker` events a participant got: how many, and whom they named.
+#[derive(Debug, Default, Clone)]
+pub struct Heard {
+    pub active_speaker_events: u64,
+    pub speakers: HashSet<String>,
 }
 
 /// What a participant hands back at the end.
 pub struct Outcome {
     pub index: u32,
     pub room: String,
+    pub view: Option<(u32, u32)>,
     pub sent: Option<SentStats>,
     pub received: Vec<Received>,
     pub errors: Vec<String>,
     pub offers: u64,
+    pub heard: Heard,
 }
 
 async fn complete_local(pc: &RTCPeerConnection, d: RTCSessionDescription, within: Duration) -> anyhow::Result<String> {
@@ -128,24 +151,22 @@ async fn complete_local(pc: &RTCPeerConnection, d: RTCSessionDescription, within
 }
 
 impl Participant {
-    /// Joins `room` as user `user`, sets up both connections and, if `sending` publishes anything,
-    /// announces the tracks, offers them and starts sending once the answer is applied.
-    #[allow(clippy::too_many_arguments)]
+    /// Joins the room, sets up both connections, tells the hub its view size for the video tracks
+    /// already there and, if it publishes anything, announces the tracks, offers them and starts
+    /// sending once the answer is applied.
     pub async fn start(
         shared: Arc<Shared>,
         target: &Target,
         secret: &str,
-        index: u32,
-        room: &str,
-        user: &str,
-        sending: Option<Sending>,
+        spec: &Spec,
         timeout: Duration,
     ) -> anyhow::Result<Participant> {
-        let (signal, pushes) = Signal::connect(target, secret, user, room, 7200, timeout).await?;
+        let Spec { index, room, user, sending, view } = spec.clone();
+        let (signal, pushes) = Signal::connect(target, secret, &user, &room, 7200, timeout).await?;
         let signal = Arc::new(signal);
-        signal.request(json!({"op": "meeting.join", "room": room})).await?;
-        let publisher = Arc::new(shared.api.new_peer_connection(RTCConfiguration::default()).await?);
-        let subscriber = Arc::new(shared.api.new_peer_connection(RTCConfiguration::default()).await?);
+        let joined = signal.request(json!({"op": "meeting.join", "room": room})).await?;
+        let publisher = Arc::new(shared.publish_api.new_peer_connection(RTCConfiguration::default()).await?);
+        let subscriber = Arc::new(shared.subscribe_api.new_peer_connection(RTCConfiguration::default()).await?);
         let readers: Arc<Mutex<Vec<JoinHandle<Option<Received>>>>> = Arc::default();
         {
             let (shared, readers) = (shared.clone(), readers.clone());
@@ -157,22 +178,29 @@ impl Participant {
         }
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let offers = Arc::new(AtomicU64::new(0));
+        let heard: Arc<Mutex<Heard>> = Arc::default();
         let answered = Arc::new(Notify::new());
         let control = tokio::spawn(control(
-            signal.clone(),
-            room.to_string(),
+            Control {
+                signal: signal.clone(),
+                room: room.clone(),
+                user: user.clone(),
+                view,
+                publisher: publisher.clone(),
+                subscriber: subscriber.clone(),
+                answered: answered.clone(),
+                errors: errors.clone(),
+                offers: offers.clone(),
+                heard: heard.clone(),
+                timeout,
+            },
             pushes,
-            publisher.clone(),
-            subscriber.clone(),
-            answered.clone(),
-            errors.clone(),
-            offers.clone(),
             shared.stop.clone(),
-            timeout,
         ));
         let mut p = Participant {
             index,
-            room: room.to_string(),
+            room: room.clone(),
+            view,
             signal,
             publisher,
             subscriber,
@@ -181,7 +209,17 @@ impl Participant {
             sender: None,
             errors,
             offers,
+            heard,
         };
+        // Tracks published later come as `track_published` pushes (see `control`).
+        if let Some((w, h)) = view {
+            let tracks = others_video_tracks(&joined, &user);
+            if !tracks.is_empty() {
+                let subscribe =
+                    json!({"op": "meeting.subscribe", "room": room, "tracks": tracks, "max_width": w, "max_height": h});
+                p.signal.request(subscribe).await.with_context(|| format!("{user} subscribing at {w}x{h}"))?;
+            }
+        }
         if let Some(s) = sending.filter(|s| s.audio || s.video) {
             p.publish(shared, s, answered, timeout).await.with_context(|| format!("{user} publishing"))?;
         }
@@ -196,44 +234,29 @@ impl Participant {
         timeout: Duration,
     ) -> anyhow::Result<()> {
         let stream = format!("s{}", self.index);
-        let mut tracks = (None, None);
-        let keyframe_wanted = Arc::new(AtomicBool::new(true));
-        let requests = Arc::new(AtomicU64::new(0));
-        if s.audio {
-            let cap = RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                ..Default::default()
-            };
+        let mut tracks = Tracks::default();
+        if s.audio && shared.speech.is_some() {
             let cid = format!("a{}", self.index);
-            let track = Arc::new(TrackLocalStaticRTP::new(cap, cid.clone(), stream.clone()));
-            let sender = self.publisher.add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>).await?;
-            tokio::spawn(read_rtcp(sender, None, requests.clone()));
+            tracks.audio = Some(sender::add_audio(&self.publisher, &cid, &stream).await?);
             self.signal
                 .request(json!({"op": "meeting.publish", "room": self.room, "cid": cid, "kind": "audio"}))
                 .await?;
-            tracks.0 = Some(track);
         }
         if s.video {
-            let cap =
-                RTCRtpCodecCapability { mime_type: MIME_TYPE_VP8.to_owned(), clock_rate: 90_000, ..Default::default() };
             let cid = format!("v{}", self.index);
-            let track = Arc::new(TrackLocalStaticRTP::new(cap, cid.clone(), stream.clone()));
-            let sender = self.publisher.add_track(track.clone() as Arc<dyn TrackLocal + Send + Sync>).await?;
-            tokio::spawn(read_rtcp(sender, Some(keyframe_wanted.clone()), requests.clone()));
-            self.signal
-                .request(json!({"op": "meeting.publish", "room": self.room, "cid": cid, "kind": "video"}))
-                .await?;
-            tracks.1 = Some(track);
+            tracks.video = sender::add_video(&self.publisher, &cid, &stream, &shared.layers).await?;
+            let mut publish = json!({"op": "meeting.publish", "room": self.room, "cid": cid, "kind": "video"});
+            if shared.layers.len() > 1 {
+                publish["layers"] = serde_json::to_value(&shared.layers)?;
+            }
+            self.signal.request(publish).await?;
         }
         let offer = self.publisher.create_offer(None).await?;
         let sdp = complete_local(&self.publisher, offer, timeout).await?;
         let answer = answered.notified();
         self.signal.request(json!({"op": "meeting.offer", "room": self.room, "sdp": sdp})).await?;
         tokio::time::timeout(timeout, answer).await.map_err(|_| anyhow!("no answer to the publisher offer"))?;
-        let index = self.index;
-        self.sender = Some(tokio::spawn(send(shared, index, s, tracks, keyframe_wanted, requests)));
+        self.sender = Some(tokio::spawn(sender::send(shared, self.index, s, tracks)));
         Ok(())
     }
 
@@ -256,33 +279,52 @@ impl Participant {
         let _ = tokio::time::timeout(grace, self.subscriber.close()).await;
         self.signal.close();
         let errors = std::mem::take(&mut *self.errors.lock().unwrap_or_else(|e| e.into_inner()));
+        let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Outcome {
             index: self.index,
             room: self.room,
+            view: self.view,
             sent,
             received,
             errors,
             offers: self.offers.load(Ordering::Relaxed),
+            heard,
         }
     }
 }
 
-/// Handles the room's pushes in order: answers to the publisher offer, server offers on the
-/// subscriber connection (answered with `meeting.answer`), media errors.
-#[allow(clippy::too_many_arguments)]
-async fn control(
+/// The video tracks of other participants in a `meeting.join` reply.
+fn others_video_tracks(joined: &Value, me: &str) -> Vec<String> {
+    let participants = joined["room"]["participants"].as_array().map(Vec::as_slice).unwrap_or_default();
+    participants
+        .iter()
+        .filter(|p| p["user"].as_str() != Some(me))
+        .flat_map(|p| p["tracks"].as_array().map(Vec::as_slice).unwrap_or_default())
+        .filter(|t| t["kind"] == "video")
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// What the push handler works with.
+struct Control {
     signal: Arc<Signal>,
     room: String,
-    mut pushes: mpsc::UnboundedReceiver<Push>,
+    user: String,
+    view: Option<(u32, u32)>,
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
     answered: Arc<Notify>,
     errors: Arc<Mutex<Vec<String>>>,
     offers: Arc<AtomicU64>,
-    mut stop: watch::Receiver<bool>,
+    heard: Arc<Mutex<Heard>>,
     timeout: Duration,
-) {
-    let fail = |e: String| errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+}
+
+/// Handles the room's pushes in order: answers to the publisher offer, server offers on the
+/// subscriber connection (answered with `meeting.answer`), other participants' new video tracks
+/// (told the view size), active speakers, media errors.
+async fn control(c: Control, mut pushes: mpsc::UnboundedReceiver<Push>, mut stop: watch::Receiver<bool>) {
+    let fail = |e: String| c.errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
     loop {
         let push = tokio::select! {
             p = pushes.recv() => match p { Some(p) => p, None => return },
@@ -291,109 +333,47 @@ async fn control(
         let sdp = push.data.get("sdp").and_then(|s| s.as_str()).map(str::to_string);
         match (push.event.as_str(), sdp) {
             ("answer", Some(sdp)) => match RTCSessionDescription::answer(sdp) {
-                Ok(d) => match publisher.set_remote_description(d).await {
-                    Ok(()) => answered.notify_one(),
+                Ok(d) => match c.publisher.set_remote_description(d).await {
+                    Ok(()) => c.answered.notify_one(),
                     Err(e) => fail(format!("publisher answer: {e}")),
                 },
                 Err(e) => fail(format!("publisher answer: {e}")),
             },
             ("offer", Some(sdp)) => {
-                offers.fetch_add(1, Ordering::Relaxed);
+                c.offers.fetch_add(1, Ordering::Relaxed);
                 let answer = async {
-                    subscriber.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
-                    let answer = subscriber.create_answer(None).await?;
-                    let sdp = complete_local(&subscriber, answer, timeout).await?;
-                    signal.request(json!({"op": "meeting.answer", "room": room, "sdp": sdp})).await?;
+                    c.subscriber.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                    let answer = c.subscriber.create_answer(None).await?;
+                    let sdp = complete_local(&c.subscriber, answer, c.timeout).await?;
+                    c.signal.request(json!({"op": "meeting.answer", "room": c.room, "sdp": sdp})).await?;
                     anyhow::Ok(())
                 };
                 if let Err(e) = answer.await {
                     fail(format!("subscriber offer: {e:#}"));
                 }
             }
+            ("track_published", _) => {
+                let d = &push.data;
+                let (Some((w, h)), Some(track)) = (c.view, d["track"].as_str()) else { continue };
+                if d["kind"] != "video" || d["user"].as_str() == Some(c.user.as_str()) {
+                    continue;
+                }
+                let subscribe = json!({"op": "meeting.subscribe", "room": c.room, "tracks": [track], "max_width": w, "max_height": h});
+                if let Err(e) = c.signal.request(subscribe).await {
+                    fail(format!("subscribing at {w}x{h}: {e:#}"));
+                }
+            }
+            ("active_speaker", _) => {
+                let mut heard = c.heard.lock().unwrap_or_else(|e| e.into_inner());
+                heard.active_speaker_events += 1;
+                if let Some(user) = push.data["user"].as_str() {
+                    heard.speakers.insert(user.to_string());
+                }
+            }
             ("error", _) => fail(format!("media error push: {}", push.data)),
             _ => {}
         }
     }
-}
-
-/// Reads a publisher-side sender's RTCP (which runs the interceptors); a PLI or FIR asks the video
-/// sender for a keyframe.
-async fn read_rtcp(sender: Arc<RTCRtpSender>, keyframe: Option<Arc<AtomicBool>>, requests: Arc<AtomicU64>) {
-    while let Ok((packets, _)) = sender.read_rtcp().await {
-        for p in packets {
-            let any = p.as_any();
-            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                if let Some(k) = &keyframe {
-                    requests.fetch_add(1, Ordering::Relaxed);
-                    k.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-/// Paced sending until the stop signal: an audio packet every 20 ms, a video frame every 1/fps s
-/// (cut into packets of at most `MAX_VIDEO_PAYLOAD` bytes), a keyframe every `keyframe_every_ms`
-/// and whenever asked.
-async fn send(
-    shared: Arc<Shared>,
-    index: u32,
-    s: Sending,
-    (audio, video): (Option<Arc<TrackLocalStaticRTP>>, Option<Arc<TrackLocalStaticRTP>>),
-    keyframe_wanted: Arc<AtomicBool>,
-    requests: Arc<AtomicU64>,
-) -> SentStats {
-    let mut st = SentStats::default();
-    let mut stop = shared.stop.clone();
-    let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
-    audio_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let fps = s.fps.max(1);
-    let mut video_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
-    video_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let frame_bytes = (s.video_bps / 8 / u64::from(fps)) as usize;
-    let keyframe_every = (s.keyframe_every_ms * u64::from(fps) / 1000).max(1) as u32;
-    let (mut audio_seq, mut video_seq, mut frame) = (0u32, 0u32, 0u32);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = audio_tick.tick(), if audio.is_some() => {
-                let now = sys::now_us();
-                let packet = media::audio_packet(index, audio_seq, now, s.audio_bytes);
-                if shared.window.contains(now) {
-                    st.audio.note(audio_seq);
-                }
-                if let Some(track) = &audio {
-                    if track.write_rtp(&packet).await.is_err() {
-                        st.write_errors += 1;
-                    }
-                }
-                audio_seq += 1;
-                st.audio_total += 1;
-            }
-            _ = video_tick.tick(), if video.is_some() => {
-                let now = sys::now_us();
-                let keyframe = frame % keyframe_every == 0 || keyframe_wanted.swap(false, Ordering::Relaxed);
-                let packets = media::video_frame(index, video_seq, frame, fps, keyframe, frame_bytes, now);
-                st.keyframes += u64::from(keyframe);
-                let in_window = shared.window.contains(now);
-                for packet in &packets {
-                    if in_window {
-                        st.video.note(video_seq);
-                    }
-                    if let Some(track) = &video {
-                        if track.write_rtp(packet).await.is_err() {
-                            st.write_errors += 1;
-                        }
-                    }
-                    video_seq += 1;
-                    st.video_total += 1;
-                }
-                frame += 1;
-            }
-        }
-    }
-    st.keyframe_requests = requests.load(Ordering::Relaxed);
-    st
 }
 
 /// Reads one forwarded track until the stop signal or its end; `None` if nothing arrived.
@@ -415,7 +395,8 @@ async fn read_track(shared: Arc<Shared>, track: Arc<TrackRemote>) -> Option<Rece
         if r.publisher != t.publisher || r.kind != t.kind {
             continue;
         }
-        r.note(&t, now, shared.window.contains(t.sent_us));
+        // The sequence number it arrived with is the hub's: it tells the hub's sources apart.
+        r.note(&t, packet.header.sequence_number, now, shared.window.contains(t.sent_us));
     }
     got
 }

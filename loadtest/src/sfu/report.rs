@@ -1,13 +1,16 @@
-//! The `sfu` scenario's figures: what was sent and forwarded inside the window, loss per
-//! forwarded stream, one-way latency, the hub's and this process's CPU. JSON with `--json`.
+//! The `sfu` scenario's figures: what was sent and forwarded inside the window, per kind and per
+//! video layer, loss per forwarded stream (against the layer in effect: [`super::received`]),
+//! one-way latency, the hub's and this process's CPU. JSON with `--json`.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::media::{Kind, Received, SentRange};
+use super::media::{layer_for, Kind, LayerSpec};
 use super::participant::Outcome;
+use super::received::{account_missing, Count, Received, SentRange};
 use crate::report::{ms, Latency};
 
 #[derive(Debug, Serialize)]
@@ -18,14 +21,19 @@ pub struct Params {
     pub publishers_per_room: u32,
     pub audio: bool,
     pub video: bool,
+    /// The top layer's bitrate (the only one's without simulcast).
     pub video_bps: u64,
     pub fps: u32,
     pub keyframe_ms: u64,
-    pub audio_bytes: usize,
+    /// The Opus encoder's target bitrate.
+    pub audio_bps: u32,
     pub duration_seconds: f64,
     pub warmup_seconds: f64,
-    /// Always false: the client tracks send one layer.
     pub simulcast: bool,
+    /// Every publisher's video encodings, lowest first.
+    pub layers: Vec<LayerSpec>,
+    /// The view sizes subscribers asked for, in turn by participant ("any": none asked).
+    pub subscriber_sizes: Vec<String>,
     pub hub_pid: Option<u32>,
     pub room_prefix: String,
 }
@@ -33,14 +41,15 @@ pub struct Params {
 /// Sent and forwarded packets of one kind inside the window.
 #[derive(Debug, Default, Serialize)]
 pub struct Flow {
-    /// Publisher streams, and packets they sent in the window.
+    /// Publisher streams (tracks), and packets they sent in the window (all layers).
     pub published_streams: u64,
     pub sent: u64,
-    /// Forwarded streams (publisher stream × subscriber) expected, and those that delivered
+    /// Forwarded streams (publisher track × subscriber) expected, and those that delivered
     /// anything of the window.
     pub forwarded_streams: u64,
     pub forwarded_streams_flowing: u64,
-    /// Packets the subscribers should have got (sent × subscribers) and got (once each).
+    /// Packets the subscribers should have got of the layers in effect for them (without
+    /// simulcast: sent × subscribers), and got (once each).
     pub expected: u64,
     pub received: u64,
     pub loss_percent: f64,
@@ -52,12 +61,32 @@ pub struct Flow {
     pub latency: Latency,
 }
 
+/// One video layer's part of the window.
+#[derive(Debug, Serialize)]
+pub struct LayerFlow {
+    #[serde(flatten)]
+    pub layer: LayerSpec,
+    /// Packets the publishers sent on this layer in the window, keyframes they sent on it (in
+    /// all) and keyframe requests (PLI/FIR) it got.
+    pub sent: u64,
+    pub keyframes_sent: u64,
+    pub keyframe_requests: u64,
+    /// Forwarded streams for which this layer was in effect during some of the window, and the
+    /// packets of this layer they should have got and got.
+    pub forwarded_streams: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub loss_percent: f64,
+    pub received_per_sec: f64,
+    pub latency: Latency,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Cpu {
     pub hub_cpu_seconds: Option<f64>,
     pub hub_cores: Option<f64>,
     /// Hub CPU-µs per forwarded packet received by a subscriber (all the hub's work counted:
-    /// reading publishers, SRTP, forwarding, RTCP, signaling).
+    /// reading publishers, SRTP, forwarding, RTCP, Opus decoding for levels, signaling).
     pub hub_us_per_forwarded_packet: Option<f64>,
     /// Forwarded packets per hub CPU-second.
     pub forwarded_per_hub_core_sec: Option<f64>,
@@ -73,6 +102,15 @@ pub struct Cpu {
     pub other_busy_cores: Option<f64>,
 }
 
+/// What the participants heard of the hub's active speaker (levels it measured by decoding Opus).
+#[derive(Debug, Default, Serialize)]
+pub struct Speakers {
+    /// `active_speaker` events, over all participants (the whole run, not just the window).
+    pub events: u64,
+    /// Distinct users named, per room, the most any participant heard.
+    pub distinct_speakers: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct SfuReport {
     pub scenario: &'static str,
@@ -86,6 +124,13 @@ pub struct SfuReport {
     pub audio: Flow,
     pub video: Flow,
     pub total: Flow,
+    /// Video per layer, lowest first.
+    pub layers: Vec<LayerFlow>,
+    /// Layer switches the subscribers saw (a forwarded video stream changing source).
+    pub layer_switches: u64,
+    /// Mean payload of the audio packets sent (Opus, its padding, the trailer).
+    pub audio_payload_bytes: f64,
+    pub active_speaker: Speakers,
     pub cpu: Cpu,
     /// Server offers answered, over all participants.
     pub offers: u64,
@@ -93,6 +138,9 @@ pub struct SfuReport {
     pub keyframe_requests: u64,
     pub write_errors: u64,
     pub duplicates: u64,
+    /// The forwarded streams that lost the most (at most 20): who got whose, how much, in
+    /// how many segments (runs of one layer; see `received`).
+    pub lossy_streams: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -103,7 +151,6 @@ pub struct Inputs<'a> {
     pub setup_seconds: f64,
     pub setup_errors: Vec<String>,
     pub outcomes: &'a [Outcome],
-    pub rooms: &'a HashMap<u32, String>,
     pub window_seconds: f64,
     pub hub_cpu: Option<f64>,
     pub hub_rss: Option<u64>,
@@ -116,38 +163,54 @@ pub struct Inputs<'a> {
 struct Acc {
     flow: Flow,
     worst: f64,
-    latency: Option<hdrhistogram::Histogram<u64>>,
+    latency: Option<Histogram<u64>>,
 }
 
 impl Acc {
-    fn add_stream(&mut self, range: &SentRange, got: Option<&Received>) {
-        let expected = range.count();
-        let received = got.map_or(0, |r| r.count_in(range));
+    /// Adds one forwarded stream's counts (`always`: count the stream even if nothing of it was
+    /// expected, as for a kind; a layer counts only the streams it was in effect for).
+    fn add<'h>(&mut self, c: Count, latency: impl IntoIterator<Item = &'h Histogram<u64>>, always: bool) {
+        if !always && c.expected == 0 && c.received == 0 {
+            return;
+        }
         self.flow.forwarded_streams += 1;
-        self.flow.expected += expected;
-        self.flow.received += received;
-        if received > 0 {
+        self.flow.expected += c.expected;
+        self.flow.received += c.received;
+        if c.received > 0 {
             self.flow.forwarded_streams_flowing += 1;
         }
-        if received < expected {
+        if c.received < c.expected {
             self.flow.streams_with_loss += 1;
-            self.worst = self.worst.max(100.0 * (expected - received) as f64 / expected as f64);
+            self.worst = self.worst.max(100.0 * (c.expected - c.received) as f64 / c.expected as f64);
         }
-        if let Some(r) = got {
+        for l in latency {
             let h = self.latency.get_or_insert_with(crate::ipc::new_histogram);
-            let _ = h.add(&r.latency);
+            let _ = h.add(l);
         }
     }
 
     fn finish(mut self, window: f64) -> Flow {
         let f = &mut self.flow;
-        f.loss_percent =
-            if f.expected > 0 { 100.0 * f.expected.saturating_sub(f.received) as f64 / f.expected as f64 } else { 0.0 };
+        f.loss_percent = loss_percent(f.expected, f.received);
         f.worst_stream_loss_percent = self.worst;
         f.received_per_sec = f.received as f64 / window.max(1e-3);
         f.latency = self.latency.as_ref().map(Latency::from_histogram).unwrap_or_default();
         self.flow
     }
+}
+
+fn loss_percent(expected: u64, received: u64) -> f64 {
+    if expected > 0 {
+        100.0 * expected.saturating_sub(received) as f64 / expected as f64
+    } else {
+        0.0
+    }
+}
+
+fn sum(counts: &[Count]) -> Count {
+    counts
+        .iter()
+        .fold(Count::default(), |a, c| Count { expected: a.expected + c.expected, received: a.received + c.received })
 }
 
 pub fn build(i: Inputs<'_>) -> SfuReport {
@@ -159,31 +222,83 @@ pub fn build(i: Inputs<'_>) -> SfuReport {
             by_receiver.insert((o.index, r.publisher, r.kind as u8), r);
         }
     }
+    let layers = &i.params.layers;
     let (mut audio, mut video, mut total) = (Acc::default(), Acc::default(), Acc::default());
-    let (mut keyframes, mut requests, mut write_errors) = (0, 0, 0);
+    let mut by_layer: Vec<Acc> = layers.iter().map(|_| Acc::default()).collect();
+    let mut layer_sent = vec![(0u64, 0u64, 0u64); layers.len()];
+    let (mut write_errors, mut switches, mut audio_packets, mut audio_bytes) = (0, 0, 0, 0);
+    let mut lossy: Vec<(u64, String)> = Vec::new();
     for p in i.outcomes {
         let Some(sent) = &p.sent else { continue };
-        keyframes += sent.keyframes;
-        requests += sent.keyframe_requests;
         write_errors += sent.write_errors;
-        for (kind, range, acc) in [(Kind::Audio, &sent.audio, &mut audio), (Kind::Video, &sent.video, &mut video)] {
-            if range.first.is_none() {
+        audio_packets += sent.audio_total;
+        audio_bytes += sent.audio_bytes;
+        for (l, s) in sent.video.iter().enumerate().filter(|(l, _)| *l < layers.len()) {
+            layer_sent[l].0 += s.range.count();
+            layer_sent[l].1 += s.keyframes;
+            layer_sent[l].2 += s.keyframe_requests;
+        }
+        let video_ranges: Vec<SentRange> = sent.video.iter().map(|l| l.range).collect();
+        let audio_ranges = [sent.audio];
+        for (kind, ranges, acc) in
+            [(Kind::Audio, &audio_ranges[..], &mut audio), (Kind::Video, &video_ranges[..], &mut video)]
+        {
+            if ranges.iter().all(|r| r.first.is_none()) {
                 continue;
             }
+            let sent_count: u64 = ranges.iter().map(SentRange::count).sum();
             acc.flow.published_streams += 1;
-            acc.flow.sent += range.count();
+            acc.flow.sent += sent_count;
             total.flow.published_streams += 1;
-            total.flow.sent += range.count();
-            for s in i.outcomes.iter().filter(|s| s.index != p.index && i.rooms.get(&s.index) == i.rooms.get(&p.index))
-            {
+            total.flow.sent += sent_count;
+            for s in i.outcomes.iter().filter(|s| s.index != p.index && s.room == p.room) {
                 let got = by_receiver.get(&(s.index, p.index, kind as u8)).copied();
-                acc.add_stream(range, got);
-                total.add_stream(range, got);
+                let asked = if kind == Kind::Video { layer_for(layers, s.view) } else { 0 };
+                let counts = got.map_or_else(|| account_missing(ranges, asked), |r| r.account(ranges));
+                let c = sum(&counts);
+                if c.received < c.expected {
+                    let segments = got.map_or(0, |r| r.segments.len());
+                    let total = got.map_or(0, |r| r.total);
+                    let what = format!(
+                        "{} <- {} {kind:?}: {} of {} ({} in all, {segments} segments)",
+                        s.index, p.index, c.received, c.expected, total
+                    );
+                    lossy.push((c.expected - c.received, what));
+                }
+                acc.add(c, got.into_iter().flat_map(Received::latency), true);
+                total.add(c, got.into_iter().flat_map(Received::latency), true);
+                if kind == Kind::Video {
+                    switches += got.map_or(0, |r| r.segments.len().saturating_sub(1) as u64);
+                    for (l, (count, acc)) in counts.iter().zip(by_layer.iter_mut()).enumerate() {
+                        let latency = got.and_then(|r| r.layer_latency.get(l)).and_then(Option::as_ref);
+                        acc.add(*count, latency, false);
+                    }
+                }
             }
         }
     }
     let w = i.window_seconds;
     let (audio, video, total) = (audio.finish(w), video.finish(w), total.finish(w));
+    let layer_flows: Vec<LayerFlow> = by_layer
+        .into_iter()
+        .zip(layers)
+        .zip(layer_sent)
+        .map(|((acc, layer), (sent, keyframes_sent, keyframe_requests))| {
+            let f = acc.finish(w);
+            LayerFlow {
+                layer: layer.clone(),
+                sent,
+                keyframes_sent,
+                keyframe_requests,
+                forwarded_streams: f.forwarded_streams,
+                expected: f.expected,
+                received: f.received,
+                loss_percent: f.loss_percent,
+                received_per_sec: f.received_per_sec,
+                latency: f.latency,
+            }
+        })
+        .collect();
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let machine_busy_cores = if i.machine_total > 0.0 { i.machine_busy / (i.machine_total / ncpu) } else { 0.0 };
     let cpu = Cpu {
@@ -199,6 +314,12 @@ pub fn build(i: Inputs<'_>) -> SfuReport {
         machine_cores: ncpu,
         other_busy_cores: i.hub_cpu.map(|c| machine_busy_cores - (c + i.loadgen_cpu) / w),
     };
+    let active_speaker = Speakers {
+        events: i.outcomes.iter().map(|o| o.heard.active_speaker_events).sum(),
+        distinct_speakers: i.outcomes.iter().map(|o| o.heard.speakers.len() as u64).max().unwrap_or(0),
+    };
+    lossy.sort_by_key(|l| std::cmp::Reverse(l.0));
+    let lossy_streams = lossy.into_iter().take(20).map(|(_, s)| s).collect();
     let mut errors: Vec<String> = i.outcomes.iter().flat_map(|o| o.errors.iter().cloned()).collect();
     errors.truncate(50);
     SfuReport {
@@ -213,12 +334,17 @@ pub fn build(i: Inputs<'_>) -> SfuReport {
         audio,
         video,
         total,
+        keyframes_sent: layer_flows.iter().map(|l| l.keyframes_sent).sum(),
+        keyframe_requests: layer_flows.iter().map(|l| l.keyframe_requests).sum(),
+        layers: layer_flows,
+        layer_switches: switches,
+        audio_payload_bytes: audio_bytes as f64 / audio_packets.max(1) as f64,
+        active_speaker,
         cpu,
         offers: i.outcomes.iter().map(|o| o.offers).sum(),
-        keyframes_sent: keyframes,
-        keyframe_requests: requests,
         write_errors,
         duplicates,
+        lossy_streams,
         errors,
     }
 }
@@ -261,6 +387,9 @@ pub fn print(r: &SfuReport) {
     for e in r.setup_errors.iter().chain(&r.errors).take(10) {
         println!("  error      {e}");
     }
+    for l in r.lossy_streams.iter().take(10) {
+        println!("  lossy      participant {l}");
+    }
     for (name, f) in [("audio", &r.audio), ("video", &r.video), ("total", &r.total)] {
         println!(
             "  {name:<10} {} streams sent {} pkts; {} forwarded streams ({} flowing): {} of {} received ({:.0}/s), loss {:.3} % ({} streams with loss, worst {:.2} %); latency p50 {} p99 {} max {}",
@@ -279,6 +408,26 @@ pub fn print(r: &SfuReport) {
             ms(f.latency.max_us)
         );
     }
+    for l in &r.layers {
+        let name = if l.layer.rid.is_empty() { "single".to_string() } else { format!("layer {}", l.layer.rid) };
+        println!(
+            "  {name:<10} {}x{} {} kb/s: sent {} pkts ({} keyframes, {} requests); {} forwarded streams: {} of {} received ({:.0}/s), loss {:.3} %; latency p50 {} p99 {} max {}",
+            l.layer.width,
+            l.layer.height,
+            l.layer.bitrate_bps / 1000,
+            l.sent,
+            l.keyframes_sent,
+            l.keyframe_requests,
+            l.forwarded_streams,
+            l.received,
+            l.expected,
+            l.received_per_sec,
+            l.loss_percent,
+            ms(l.latency.p50_us),
+            ms(l.latency.p99_us),
+            ms(l.latency.max_us)
+        );
+    }
     let c = &r.cpu;
     if let (Some(cores), Some(us), Some(per), Some(streams)) =
         (c.hub_cores, c.hub_us_per_forwarded_packet, c.forwarded_per_hub_core_sec, c.forwarded_streams_per_hub_core)
@@ -295,7 +444,14 @@ pub fn print(r: &SfuReport) {
         c.other_busy_cores.map(|o| format!(", {o:.2} by other processes")).unwrap_or_default()
     );
     println!(
-        "  media      {} keyframes sent, {} keyframe requests, {} write errors, {} duplicates",
-        r.keyframes_sent, r.keyframe_requests, r.write_errors, r.duplicates
+        "  media      {} keyframes sent, {} keyframe requests, {} layer switches, {} write errors, {} duplicates; audio {:.0} B per packet; {} active speaker events, up to {} speakers named",
+        r.keyframes_sent,
+        r.keyframe_requests,
+        r.layer_switches,
+        r.write_errors,
+        r.duplicates,
+        r.audio_payload_bytes,
+        r.active_speaker.events,
+        r.active_speaker.distinct_speakers
     );
 }
