@@ -22,10 +22,10 @@
 //!   [`Layer`](crate::Layer). A subscription is a `sendonly` track on the subscriber's connection; it
 //!   stays paused until its sender is bound to a connected transport (after the offer carrying it is
 //!   answered), so that the keyframe its start asks for reaches the subscriber.
-//! - **SSRC and payload type.** `TrackLocalStaticRTP` rewrites both to what its binding negotiated.
-//!   A subscription's forwarder SSRC is the sender's own, so that rewrite changes nothing; the payload
-//!   type is the publisher's until the binding maps it to the subscriber's (same codec: the subscription
-//!   uses the publisher's codec capability).
+//! - **SSRC and payload type.** A subscription's track (`sink::SubscriptionTrack`, one binding, no
+//!   copies) rewrites both to what its binding negotiated. Its forwarder SSRC is the sender's own, so
+//!   that rewrite changes nothing; the payload type is the publisher's until the binding maps it to the
+//!   subscriber's (same codec: the subscription uses the publisher's codec capability).
 //! - **Feedback.** webrtc-rs's NACK responder is not registered: NACKs, PLIs and FIRs read from a
 //!   subscription's sender go to its forwarder, which answers NACKs from its own buffer and asks the
 //!   publisher for keyframes (within its throttle) through `write_rtcp` on the publisher's connection.
@@ -55,6 +55,7 @@
 mod engine;
 mod mix;
 mod peer;
+mod sink;
 mod track;
 
 pub use mix::{MixId, MAX_MIX_SOURCES};

@@ -12,10 +12,10 @@ use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocal;
 
 use super::mix::MixId;
+use super::sink::SubscriptionTrack;
 use super::track::{on_remote_track, read_subscriber_rtcp, Published};
 use super::{lock, MediaError, NodeInner, PeerEvent, PeerId, TrackId};
 use crate::{Layer, SubscriberId};
@@ -124,8 +124,7 @@ impl Peer {
         if lock(&self.inner.subscriptions).contains_key(&track) {
             return Err(MediaError::AlreadySubscribed(track));
         }
-        let local =
-            Arc::new(TrackLocalStaticRTP::new(published.capability.clone(), label.to_owned(), label.to_owned()));
+        let local = Arc::new(SubscriptionTrack::new(published.capability.clone(), label));
         let sender = self.inner.pc.add_track(local.clone() as Arc<dyn TrackLocal + Send + Sync>).await?;
         let ssrc = sender.get_parameters().await.encodings.first().map_or(0, |e| e.ssrc);
         let subscriber = SubscriberId(self.inner.node.next_id());

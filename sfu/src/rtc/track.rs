@@ -14,12 +14,11 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::sdp::extmap;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
-use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
 
 use super::mix::Mix;
 use super::peer::{emit, EventSink, PeerInner};
+use super::sink::SubscriptionTrack;
 use super::{lock, MediaKind, NodeInner, PeerEvent, PeerId, PublishedTrack, TrackId};
 use crate::audio::{LevelConfig, LevelSource};
 use crate::{AudioLevel, Codec, Forwarder, ForwarderConfig, Layer, Output, SubscriberId};
@@ -34,7 +33,7 @@ pub(super) struct Published {
     pub(super) forwarder: Mutex<Forwarder>,
     /// RTP packets read from the publisher and fed to the forwarder, all encodings.
     pub(super) received: AtomicU64,
-    pub(super) sinks: Mutex<HashMap<SubscriberId, Arc<TrackLocalStaticRTP>>>,
+    pub(super) sinks: Mutex<HashMap<SubscriberId, Arc<SubscriptionTrack>>>,
     /// Audio levels read since the hub last took them, oldest first, with the node's time.
     pub(super) levels: Mutex<VecDeque<(u64, AudioLevel)>>,
     /// What an audio track's packets also go to, while it is not muted; `None` for video.
@@ -56,7 +55,7 @@ pub const LEVELS_KEPT: usize = 100;
 
 /// What a forwarder's output asks for, taken out of the lock to be done with `.await`.
 pub(super) enum Action {
-    Rtp(Arc<TrackLocalStaticRTP>, Packet),
+    Rtp(Arc<SubscriptionTrack>, Packet),
     Rtcp(Box<dyn rtcp::packet::Packet + Send + Sync>),
 }
 
@@ -118,7 +117,7 @@ impl Published {
                 // Errors are those of one subscriber's transport (not yet connected, closing): its
                 // receiver conceals the loss, and the other subscribers must not wait for it.
                 Action::Rtp(sink, packet) => {
-                    let _ = sink.write_rtp(&packet).await;
+                    let _ = sink.write(packet).await;
                 }
                 Action::Rtcp(packet) => {
                     if let Some(pc) = self.publisher_pc.upgrade() {
