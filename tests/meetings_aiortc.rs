@@ -4,7 +4,7 @@
 //! remote track. Two publishers hear and see each other; a viewer only receives and may not
 //! publish; a muted video track stops reaching its subscriber while the audio beside it keeps
 //! flowing; H.264 camera video reaches its subscribers, each starting on a keyframe the hub asked
-//! the publisher for.
+//! the publisher for; a listen-only participant hears every microphone in the room's audio mix.
 //!
 //! The peers need python3 with the `aiortc` and `websockets` packages (.ci/run installs them); a
 //! machine without them fails these tests rather than skipping them.
@@ -339,4 +339,43 @@ async fn h264_video_reaches_subscribers_from_keyframes_the_hub_asks_for() {
     alice.quit().await;
     bob.quit().await;
     carol.quit().await;
+}
+
+/// The level of each tone in a peer's `tones` reply, by frequency.
+fn tone(levels: &Value, hz: u32) -> f64 {
+    levels[hz.to_string()].as_f64().unwrap_or_else(|| panic!("no level for {hz} Hz in {levels}"))
+}
+
+/// The room's audio mix: two publishers' tones (400 Hz and 1 kHz, at the same level) reach a
+/// listen-only participant as one Opus track that carries both, each at the level its publisher's
+/// own track has, beside the two tracks that carry one tone each.
+#[tokio::test]
+async fn a_listener_hears_every_microphone_in_the_room_mix() {
+    let hub = media_hub();
+    let mut alice = Peer::start(&hub, "alice", "r1:host", "r1", &["--publish", "audio", "--tone", "400"]).await;
+    let (_, alice_audio) = alice.published(&["audio"]).await.remove(0);
+    let mut bob = Peer::start(&hub, "bob", "r1:participant", "r1", &["--publish", "audio", "--tone", "1000"]).await;
+    bob.published(&["audio"]).await;
+    let mut lee = Peer::start(&hub, "lee", "r1:viewer", "r1", &[]).await;
+    let hz = [400, 1000, 700];
+
+    // Alice's own track, as the room forwards it: her tone alone (700 Hz is a control frequency).
+    lee.send(json!({ "cmd": "tones", "track": alice_audio, "hz": hz, "frames": 100 })).await;
+    let alone = lee.until("tones").await["levels"].clone();
+    assert!(tone(&alone, 400) > tone(&alone, 1000) + 60.0, "{alone}");
+    assert!(tone(&alone, 400) > tone(&alone, 700) + 60.0, "{alone}");
+
+    // The mix: a second of it once it has played two, both tones at her tone's level.
+    lee.send(json!({ "cmd": "mix", "on": true })).await;
+    lee.until("mix").await;
+    lee.send(json!({ "cmd": "tones", "track": "mix", "hz": hz, "frames": 100 })).await;
+    let mix = lee.until("tones").await["levels"].clone();
+    for source in [400, 1000] {
+        assert!((tone(&mix, source) - tone(&alone, 400)).abs() < 3.0, "{source} Hz in the mix {mix}, alone {alone}");
+        assert!(tone(&mix, source) > tone(&mix, 700) + 60.0, "{source} Hz far above the control: {mix}");
+    }
+
+    lee.quit().await;
+    bob.quit().await;
+    alice.quit().await;
 }

@@ -28,6 +28,9 @@ Standard output carries one JSON object per line, each with an "event":
   done {tracks}                          every expected track reached --frames (see --expect)
   room {name, data}                      a room event (participant_joined, track_muted, ...)
   muted {track, muted}                   the reply to a mute command
+  mix {on}                               the reply to a mix command
+  tones {track, levels}                  the reply to a tones command; levels: hz -> dBFS (the
+                                         amplitude of that sine component, 0 for full scale)
   counts {tracks, sent}                  the reply to a counts command
   reached {track, count, tracks}         the reply to a wait command
   error {op, code, message}              a request failed (the peer carries on)
@@ -43,6 +46,11 @@ Standard input takes one JSON command per line:
   {"cmd":"wait","kind":"audio","frames":N}        ... the first remote track of that kind
   {"cmd":"mute","kind":"video","muted":true}       meeting.mute on our own track of that kind
   {"cmd":"publish","kind":"video"}                 announce and offer one more track
+  {"cmd":"mix","on":true}                          meeting.mix: receive the room's audio mix
+  {"cmd":"tones","track":"mix","hz":[400,1000],"frames":N}
+                                                   answer, once that track has decoded N more
+                                                   frames, with the level of each frequency in
+                                                   its last second of decoded audio
 
 ICE stays on loopback: aioice's host addresses are replaced by 127.0.0.1 and no STUN server is
 configured, so every candidate pair is 127.0.0.1 to the hub's media port.
@@ -50,6 +58,7 @@ configured, so every candidate pair is 127.0.0.1 to the hub's media port.
 
 import argparse
 import asyncio
+import collections
 import fractions
 import json
 import math
@@ -171,11 +180,12 @@ class ToneAudio(MediaStreamTrack):
     RATE = 48000
     SAMPLES = 960
 
-    def __init__(self):
+    def __init__(self, hz=400):
         super().__init__()
-        # 400 Hz fits 8 whole periods in a frame, so every frame carries the same samples.
+        # A multiple of 50 Hz fits whole periods in a frame (400 Hz: 8), so every frame carries the
+        # same samples.
         self.pcm = b"".join(
-            struct.pack("<h", int(8000 * math.sin(2 * math.pi * 400 * i / self.RATE))) for i in range(self.SAMPLES)
+            struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * i / self.RATE))) for i in range(self.SAMPLES)
         )
         self.start = None
         self.pts = 0
@@ -198,6 +208,27 @@ class ToneAudio(MediaStreamTrack):
 
 # ---------------------------------------------------------------------------------------------
 # SDP helpers
+
+
+def tone_level(samples, hz, rate=48000):
+    """The amplitude of the `hz` sine component of `samples` (s16), in dB of full scale (Goertzel)."""
+    if not samples:
+        return None
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - k * s1 * s2
+    amplitude = 2 * math.sqrt(max(power, 0.0)) / len(samples) / 32768
+    return round(20 * math.log10(max(amplitude, 1e-9)), 1)
+
+
+def mono_samples(frame):
+    """The first channel of a decoded audio frame (packed s16, as aiortc's Opus decoder gives)."""
+    data = bytes(frame.planes[0])
+    samples = struct.unpack(f"<{len(data) // 2}h", data)
+    channels = len(frame.layout.channels)
+    return samples[::channels]
 
 
 def sections(sdp):
@@ -360,6 +391,7 @@ class Remote:
         self.id, self.kind, self.msid, self.mid = track_id, kind, msid, mid
         self.frames = 0
         self.payload_types = set()  # of the RTP packets received
+        self.recent = collections.deque(maxlen=50)  # audio: the last second of decoded samples
 
 
 class Sent:
@@ -520,7 +552,7 @@ class Peer:
             for kind in kinds:
                 if kind in self.local:
                     raise Fatal(f"already publishing {kind}")
-                track = ToneAudio() if kind == "audio" else PatternVideo(self.args.width, self.args.height)
+                track = ToneAudio(self.args.tone) if kind == "audio" else PatternVideo(self.args.width, self.args.height)
                 try:
                     reply = await self.hub.request("meeting.publish", room=self.room, cid=track.id, kind=kind)
                 except HubError as e:
@@ -571,6 +603,8 @@ class Peer:
                 emit("ended", track=remote.id, kind=remote.kind, frames=remote.frames)
                 return
             remote.frames += 1
+            if remote.kind == "audio":
+                remote.recent.append(mono_samples(frame))
             self.advance()
             if remote.frames == 1:
                 index = read_stamp(frame) if remote.kind == "video" else None
@@ -669,8 +703,31 @@ class Peer:
                 await self.mute(cmd["kind"], bool(cmd.get("muted", True)))
             elif name == "publish":
                 self.spawn(self.publish([cmd["kind"]]), f"publishing {cmd['kind']}")
+            elif name == "mix":
+                self.spawn(self.mix(bool(cmd.get("on", True))), "mix")
+            elif name == "tones":
+                self.spawn(self.tones(cmd), "tones")
             else:
                 raise Fatal(f"unknown command: {line!r}")
+
+    async def mix(self, on):
+        try:
+            await self.hub.request("meeting.mix", room=self.room, on=on)
+        except HubError as e:
+            emit("error", op=e.op, code=e.code, message=e.message)
+            return
+        emit("mix", on=on)
+
+    async def tones(self, cmd):
+        """Waits for the track and `frames` more decoded frames, then measures the last second."""
+        while cmd["track"] not in self.remotes:
+            await self.progress.wait()
+        remote = self.remotes[cmd["track"]]
+        until = remote.frames + cmd["frames"]
+        while remote.frames < until:
+            await self.progress.wait()
+        samples = [x for chunk in remote.recent for x in chunk]
+        emit("tones", track=remote.id, levels={str(hz): tone_level(samples, hz) for hz in cmd["hz"]})
 
     async def mute(self, kind, muted):
         track = self.own.get(kind)
@@ -739,6 +796,7 @@ async def main():
     parser.add_argument("--exit-when-done", action="store_true", help="leave once the expectation is met")
     parser.add_argument("--deadline", type=float, default=60, help="seconds before the peer gives up (exit 2)")
     parser.add_argument("--video-codec", choices=["vp8", "h264"], default="vp8", help="what our camera video is sent in")
+    parser.add_argument("--tone", type=int, default=400, help="our microphone's tone, Hz (a multiple of 50)")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     args = parser.parse_args()
