@@ -25,6 +25,18 @@ DATAGRAM = b"v" * 1100
 UDP = len(sys.argv) > 3 and sys.argv[3] == "udp"
 
 
+def drain(sel):
+    """The reading child: reads whatever arrives until the run is over, then exits."""
+    end = time.time() + SECONDS + 3
+    while time.time() < end:
+        for key, _ in sel.select(0.5):
+            try:
+                key.fileobj.recv(65536)
+            except BlockingIOError:
+                pass
+    os._exit(0)
+
+
 def udp_floor():
     """The `udp` mode: the child reports its sockets' ports on a pipe, then reads until done."""
     read_end, write_end = os.pipe()
@@ -40,14 +52,7 @@ def udp_floor():
             sel.register(u, selectors.EVENT_READ)
             ports.append(u.getsockname()[1])
         os.write(write_end, (",".join(map(str, ports)) + "\n").encode())
-        end = time.time() + SECONDS + 3
-        while time.time() < end:
-            for key, _ in sel.select(0.5):
-                try:
-                    key.fileobj.recv(65536)
-                except BlockingIOError:
-                    pass
-        os._exit(0)
+        drain(sel)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         targets = [("127.0.0.1", int(p)) for p in pipe.readline().strip().split(",")]
@@ -70,14 +75,7 @@ def tcp_floor():
             c = socket.create_connection(addr)
             c.setblocking(False)
             sel.register(c, selectors.EVENT_READ)
-        end = time.time() + SECONDS + 3
-        while time.time() < end:
-            for key, _ in sel.select(0.5):
-                try:
-                    key.fileobj.recv(65536)
-                except BlockingIOError:
-                    pass
-        os._exit(0)
+        drain(sel)
     conns = []
     for _ in range(SOCKETS):
         s, _ = listener.accept()

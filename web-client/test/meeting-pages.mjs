@@ -4,10 +4,14 @@
 // the timeouts only turn a hang into a failure.
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
+import { startHub, stopHub } from './hub-process.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 /** Failure guard for one wait; generous for a loaded 2-core machine running several browsers. */
 export const GUARD_MS = 45_000;
 export const TEST_TIMEOUT_MS = 300_000;
@@ -15,22 +19,30 @@ export const TEST_TIMEOUT_MS = 300_000;
 const STATS_EVERY_MS = 200;
 
 /** Headless Chromium whose getUserMedia and getDisplayMedia get fake devices without asking. */
-export function launchChromium() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-    ],
+export function launchMeetingBrowser() {
+  return launchChromium(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream']);
+}
+
+/**
+ * A test file's hub and browser: registers `before` (a hub on a SQLite store in a temporary folder
+ * named after `name`, and a meeting browser) and `after` (both stopped, the folder removed).
+ * Returns the suite, whose `hub`, `base` (the hub's HTTP origin) and `browser` are set once
+ * `before` has run.
+ */
+export function meetingSuite(name) {
+  const suite = { tmp: null, hub: null, base: null, browser: null };
+  before(async () => {
+    suite.tmp = mkdtempSync(join(tmpdir(), `hub-${name}-test-`));
+    suite.hub = await startHub(suite.tmp, GUARD_MS);
+    suite.base = `http://${suite.hub.addr}`;
+    suite.browser = await launchMeetingBrowser();
   });
+  after(async () => {
+    await suite.browser?.close();
+    await stopHub(suite.hub, GUARD_MS);
+    if (suite.tmp) rmSync(suite.tmp, { recursive: true, force: true });
+  });
+  return suite;
 }
 
 /**

@@ -8,31 +8,23 @@
 // The hub binary is not built here: `cargo build` first (HUB_BIN overrides the path).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
-import { startHub, stopHub } from './hub-process.mjs';
 import {
-  GUARD_MS,
   TEST_TIMEOUT_MS,
   assertNoPageErrors,
   closeAll,
-  launchChromium,
+  meetingSuite,
   openMeeting as openPage,
   trackOf,
   until,
 } from './meeting-pages.mjs';
 
-let tmp;
-let hub;
-let base;
-let browser;
+const suite = meetingSuite('meeting');
 
 /** A user's page on the meeting demo, joined to `room` (see meeting-pages.mjs). */
 function openMeeting(user, room, options) {
-  return openPage(browser, base, user, room, options);
+  return openPage(suite.browser, suite.base, user, room, options);
 }
 
 /** The latest sampled statistic `field` of track `id` on `page` (0 before any sample). */
@@ -69,19 +61,6 @@ async function assertHearing(page, user) {
 function meetingState(page) {
   return page.$eval('#meeting-state', (el) => el.dataset.state);
 }
-
-before(async () => {
-  tmp = mkdtempSync(join(tmpdir(), 'hub-meeting-test-'));
-  hub = await startHub(tmp, GUARD_MS);
-  base = `http://${hub.addr}`;
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  await stopHub(hub, GUARD_MS);
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-});
 
 test('two participants see and hear each other; chat, hands, mute, host mute, active speaker, screen share', { timeout: TEST_TIMEOUT_MS }, async () => {
   const room = 'pair';

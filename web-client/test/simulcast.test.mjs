@@ -16,13 +16,9 @@
 // The hub binary is not built here: `cargo build` first (HUB_BIN overrides the path).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
-import { startHub, stopHub } from './hub-process.mjs';
-import { GUARD_MS, TEST_TIMEOUT_MS, assertNoPageErrors, closeAll, launchChromium, openMeeting, until } from './meeting-pages.mjs';
+import { GUARD_MS, TEST_TIMEOUT_MS, assertNoPageErrors, closeAll, meetingSuite, openMeeting, until } from './meeting-pages.mjs';
 
 /** Chromium adds its upper layers as its estimate ramps up: longer than one ordinary wait. */
 const LAYERS_MS = 120_000;
@@ -33,10 +29,7 @@ const PLAYING_FRAMES = 20;
 const SMALL = { width: 320, height: 180 };
 const LARGE = { width: 1280, height: 720 };
 
-let tmp;
-let hub;
-let base;
-let browser;
+const suite = meetingSuite('simulcast');
 
 /**
  * Records, in `page`, what its publisher connection sends of the camera: per rid, the latest
@@ -162,7 +155,7 @@ async function resize(page, user, size) {
 
 /** A publisher page whose camera is sent on all three layers. */
 async function openPublisher(user, room) {
-  const page = await openMeeting(browser, base, user, room, { camera: true, mic: false });
+  const page = await openMeeting(suite.browser, suite.base, user, room, { camera: true, mic: false });
   await recordLayers(page);
   await page.waitForFunction(() => ['q', 'h', 'f'].every((r) => window.layers[r]?.sending), null, { timeout: LAYERS_MS })
     .catch(async (e) => assert.fail(`the publisher does not send all three layers: ${JSON.stringify(await layersOf(page))} (${e.message})`));
@@ -171,7 +164,7 @@ async function openPublisher(user, room) {
 
 /** A subscriber page (publishing nothing) showing `publisher`'s camera at `size` from the start. */
 async function openSubscriber(user, room, publisher, size) {
-  const page = await openMeeting(browser, base, user, room, {
+  const page = await openMeeting(suite.browser, suite.base, user, room, {
     camera: false,
     mic: false,
     beforeJoin: (p) => {
@@ -219,19 +212,6 @@ async function stopRecording(pages) {
     }).catch(() => {});
   }
 }
-
-before(async () => {
-  tmp = mkdtempSync(join(tmpdir(), 'hub-simulcast-test-'));
-  hub = await startHub(tmp, GUARD_MS);
-  base = `http://${hub.addr}`;
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  await stopHub(hub, GUARD_MS);
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-});
 
 test('shown large a subscriber gets an upper layer; shown small it switches down to the lowest and keeps decoding', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const pages = [];

@@ -2,12 +2,11 @@
 //! writing to one outgoing track that every listener's connection binds, each under its own label.
 
 use std::collections::hash_map::RandomState;
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use tokio::time::MissedTickBehavior;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecParameters, RTPCodecType};
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -95,30 +94,14 @@ struct Labeled {
     label: String,
 }
 
-type Bound<'a, T> = Pin<Box<dyn Future<Output = webrtc::error::Result<T>> + Send + 'a>>;
-
-// `TrackLocal` is an `async_trait`; its methods are written out here as that macro expands them, to
-// forward to the shared track's.
+#[async_trait]
 impl TrackLocal for Labeled {
-    fn bind<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        t: &'life1 TrackLocalContext,
-    ) -> Bound<'async_trait, RTCRtpCodecParameters>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.shared.bind(t)
+    async fn bind(&self, t: &TrackLocalContext) -> webrtc::error::Result<RTCRtpCodecParameters> {
+        self.shared.bind(t).await
     }
 
-    fn unbind<'life0, 'life1, 'async_trait>(&'life0 self, t: &'life1 TrackLocalContext) -> Bound<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.shared.unbind(t)
+    async fn unbind(&self, t: &TrackLocalContext) -> webrtc::error::Result<()> {
+        self.shared.unbind(t).await
     }
 
     fn id(&self) -> &str {
