@@ -163,15 +163,9 @@ impl Meetings {
     /// [`media::SPEAKER_INTERVAL`], until the node shuts down.
     pub async fn run_speakers(self: Arc<Self>) {
         let Some(media) = self.media.clone() else { return };
-        let mut every = tokio::time::interval(media::SPEAKER_INTERVAL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = self.node.shutdown.cancelled() => return,
-            }
-            let slots: Vec<(RoomId, Slot)> = self.rooms.iter().map(|r| (r.key().clone(), r.value().clone())).collect();
-            for (id, slot) in slots {
+        let mut every = ticker(media::SPEAKER_INTERVAL);
+        while self.tick(&mut every).await {
+            for (id, slot) in self.slots() {
                 let mut entry = slot.lock().await;
                 if !entry.media.has_audio() {
                     continue;
@@ -189,15 +183,9 @@ impl Meetings {
     /// [`media::LAYER_INTERVAL`], until the node shuts down.
     pub async fn run_layers(self: Arc<Self>) {
         let Some(media) = self.media.clone() else { return };
-        let mut every = tokio::time::interval(media::LAYER_INTERVAL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = self.node.shutdown.cancelled() => return,
-            }
-            let slots: Vec<Slot> = self.rooms.iter().map(|r| r.value().clone()).collect();
-            for slot in slots {
+        let mut every = ticker(media::LAYER_INTERVAL);
+        while self.tick(&mut every).await {
+            for (_, slot) in self.slots() {
                 let mut entry = slot.lock().await;
                 if entry.media.has_layers() {
                     entry.media.review_layers(&media.node, media.node.now_ms()).await;
@@ -209,14 +197,10 @@ impl Meetings {
     /// Sends `Tick` to rooms whose timeout has come (expiry, empty too long), every second,
     /// until the node shuts down.
     pub async fn run_timers(self: Arc<Self>) {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut every = ticker(Duration::from_secs(1));
         let mut ticks = 0u64;
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = self.node.shutdown.cancelled() => return,
-            }
-            let slots: Vec<(RoomId, Slot)> = self.rooms.iter().map(|r| (r.key().clone(), r.value().clone())).collect();
+        while self.tick(&mut every).await {
+            let slots = self.slots();
             ticks += 1;
             if ticks.is_multiple_of(HOME_REFRESH_TICKS) {
                 let ids: Vec<RoomId> = slots.iter().map(|(id, _)| id.clone()).collect();
@@ -232,6 +216,19 @@ impl Meetings {
                 }
             }
         }
+    }
+
+    /// Waits for the next tick of `every`; false once the node shuts down.
+    async fn tick(&self, every: &mut tokio::time::Interval) -> bool {
+        tokio::select! {
+            _ = every.tick() => true,
+            _ = self.node.shutdown.cancelled() => false,
+        }
+    }
+
+    /// The rooms held here now (their locks are taken one at a time by the caller).
+    fn slots(&self) -> Vec<(RoomId, Slot)> {
+        self.rooms.iter().map(|r| (r.key().clone(), r.value().clone())).collect()
     }
 
     /// Creates a room (server API), held by this node.
@@ -633,4 +630,11 @@ impl Meetings {
 
 fn reply_data(reply: &Reply) -> Value {
     serde_json::to_value(reply).unwrap_or_default()
+}
+
+/// An interval for a periodic room task: a tick missed while the rooms were busy is not made up.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every
 }
