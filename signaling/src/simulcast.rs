@@ -232,20 +232,21 @@ impl LayerSelector {
     /// Marks a layer as sent or not sent by the publisher (a publisher drops its top layers when
     /// its own uplink or CPU is short). Takes effect at the next `update`.
     pub fn set_active(&mut self, rid: &str, active: bool) -> Result<(), LayerError> {
-        let slot =
-            self.slots.iter_mut().find(|s| s.layer.rid == rid).ok_or_else(|| LayerError::UnknownRid(rid.into()))?;
-        slot.active = active;
+        self.slot_mut(rid)?.active = active;
         Ok(())
     }
 
     /// What the publisher sends on a layer: whether it sends it at all, and its measured bitrate
     /// (`None`: not measured yet, the announced bitrate stands in). Takes effect at the next `update`.
     pub fn set_measured(&mut self, rid: &str, active: bool, bps: Option<u64>) -> Result<(), LayerError> {
-        let slot =
-            self.slots.iter_mut().find(|s| s.layer.rid == rid).ok_or_else(|| LayerError::UnknownRid(rid.into()))?;
+        let slot = self.slot_mut(rid)?;
         slot.active = active;
         slot.measured_bps = bps.filter(|&b| b > 0);
         Ok(())
+    }
+
+    fn slot_mut(&mut self, rid: &str) -> Result<&mut Slot, LayerError> {
+        self.slots.iter_mut().find(|s| s.layer.rid == rid).ok_or_else(|| LayerError::UnknownRid(rid.into()))
     }
 
     /// The hold before the next step up (grown by failed probes).
