@@ -183,7 +183,8 @@ async fn resume_on_another_node_after_sigkill_loses_and_duplicates_nothing() {
     let sub =
         c.ok(json!({ "op": "subscribe", "channel": "user:mia", "since": { "offset": last, "epoch": epoch } })).await;
     assert_eq!(sub["recovered"], true, "{sub}");
-    for p in sub["publications"].as_array().unwrap() {
+    // No list when nothing was missed.
+    for p in sub["publications"].as_array().into_iter().flatten() {
         seen.push(p["data"].as_u64().unwrap());
     }
     publisher.await.unwrap();
