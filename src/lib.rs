@@ -155,13 +155,13 @@ pub async fn run_with(
     };
     let chat = chat::Chat::new(node.clone(), chat_store, offline);
     let media = if config.media.enabled { start_media(&config.media).await } else { None };
-    let meetings = meetings::Meetings::new(node.clone(), media, redis.clone());
-    node.bus.start().await?;
-    node.reload_bans().await?;
-    let registry: Arc<dyn Registry> = match redis {
+    let registry: Arc<dyn Registry> = match redis.clone() {
         Some(link) => RedisRegistry::start(link, &node, address, config.cluster.node_ttl),
         None => Arc::new(LocalRegistry { node: node.clone(), address }),
     };
+    let meetings = meetings::Meetings::new(node.clone(), media, redis, registry.clone());
+    node.bus.start().await?;
+    node.reload_bans().await?;
     let state = AppState {
         node: node.clone(),
         chat,
@@ -174,6 +174,7 @@ pub async fn run_with(
     tokio::spawn(gateway::run_heartbeats(node.clone()));
     tokio::spawn(reload_bans(Arc::downgrade(&node)));
     tokio::spawn(meetings.clone().run_timers());
+    tokio::spawn(meetings.clone().run_home_watch());
     tokio::spawn(meetings.clone().run_layers());
     tokio::spawn(meetings.run_speakers());
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");

@@ -12,20 +12,6 @@ fn nodes(redis: &RedisServer, n: usize) -> Vec<Hub> {
     (0..n).map(|_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[])).collect()
 }
 
-/// Polls `check` until it holds (for states that announce themselves with no event).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let wait = async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(GUARD, wait).await.unwrap_or_else(|_| panic!("never happened: {what}"));
-}
-
 async fn readyz(hub: &Hub) -> u16 {
     match reqwest::get(hub.http("/readyz")).await {
         Ok(r) => r.status().as_u16(),

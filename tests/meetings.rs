@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::*;
+use common::{services::RedisServer, *};
 use hub::{
     auth::{mint_hs256, now_secs, parse_room_grants, Claims, Token},
     protocol::Codec,
@@ -283,4 +283,99 @@ async fn the_dev_token_carries_room_grants() {
     assert_eq!(zoe.ok(join("r2")).await["role"], "viewer");
     let res = reqwest::get(hub.http("/dev/token?sub=zoe&rooms=r1:owner")).await.unwrap();
     assert_eq!(res.status().as_u16(), 400);
+}
+
+/// Two nodes on one Redis; the node holding a room dies. A participant whose socket is on the
+/// other node is told `room_ended` (`node_lost`) and detached; joining again starts the room on
+/// the live node with the options it was created with and its lock. A room nobody on the live
+/// node was in starts there too once the dead node has left the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_node_dies_starts_again_on_a_live_node() {
+    let redis = RedisServer::start();
+    let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[]);
+    let (mut one, two) = (node(1), node(2));
+    let body = json!({ "id": "durable", "name": "Weekly", "max_participants": 2, "host": "hal" });
+    assert_eq!(one.api_post("/rooms", body).await.0, 201);
+
+    let mut hal = joined(&two, "hal", "durable:participant").await;
+    let live = hal.connect_reply["node"].clone();
+    let reply = hal.ok(join("durable")).await;
+    let dead = reply["node"].clone();
+    assert_ne!(dead, live, "the room is on the node that created it");
+    assert_eq!(reply["role"], "host");
+    hal.ok(json!({ "op": "meeting.lock", "room": "durable", "locked": true })).await;
+    assert_eq!(event(&mut hal, "room:durable", "lock_changed").await["locked"], true);
+    let mut dora = joined(&one, "dora", "solo:host").await;
+    assert_eq!(dora.ok(join("solo")).await["node"], dead);
+
+    one.kill();
+    drop(dora);
+    let ended = event(&mut hal, "room:durable", "room_ended").await;
+    assert_eq!(ended, json!({ "reason": "node_lost" }));
+    // Detached: no longer on the room's channel, not in the room.
+    assert_eq!(hal.err(json!({ "op": "unsubscribe", "channel": "room:durable" })).await, "not_subscribed");
+    assert_eq!(hal.err(json!({ "op": "meeting.raise_hand", "room": "durable" })).await, "not_found");
+
+    let again = hal.ok(join("durable")).await;
+    assert_eq!(again["node"], live);
+    assert_eq!(again["role"], "host");
+    let room = &again["room"];
+    assert_eq!((room["name"].as_str(), room["max_participants"].as_u64()), (Some("Weekly"), Some(2)));
+    assert_eq!(room["locked"], true, "the lock survived");
+    let mut bob = joined(&two, "bob", "durable:participant").await;
+    assert_eq!(bob.err(join("durable")).await, "room_locked");
+    hal.ok(json!({ "op": "meeting.lock", "room": "durable", "locked": false })).await;
+    bob.ok(join("durable")).await;
+    let mut carol = joined(&two, "carol", "durable:participant").await;
+    assert_eq!(carol.err(join("durable")).await, "room_full", "the size survived");
+    let (status, listed) = two.api_get("/rooms/durable").await;
+    assert_eq!((status, listed["participants"].as_array().map(Vec::len)), (200, Some(2)));
+
+    // Dora's room had nobody on the live node. Once the dead node is out of the registry, her
+    // join (her app reconnected to the live node) starts it here instead of waiting on the dead.
+    eventually("the dead node leaves the registry", || async {
+        two.api_get("/nodes").await.1["nodes"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    let mut dora = joined(&two, "dora", "solo:host").await;
+    let solo = dora.ok(join("solo")).await;
+    assert_eq!((&solo["node"], solo["role"].as_str()), (&live, Some("host")));
+}
+
+/// One session per user and room: joining again from another socket (the old one lost but not
+/// yet noticed, or another tab) takes the old session's place, in a locked room too; the old
+/// socket is told and detached, and its closing later changes nothing.
+#[tokio::test]
+async fn joining_again_from_another_socket_replaces_the_old_session() {
+    let hub = Hub::start(&[]);
+    let mut host = joined(&hub, "hana", "twice:host,other:host").await;
+    host.ok(join("twice")).await;
+    host.ok(join("other")).await;
+    let mut old = joined(&hub, "pat", "twice:participant,other:participant").await;
+    old.ok(join("twice")).await;
+    old.ok(join("other")).await;
+    host.ok(json!({ "op": "meeting.lock", "room": "twice", "locked": true })).await;
+
+    let mut new = joined(&hub, "pat", "twice:participant").await;
+    let reply = new.ok(join("twice")).await;
+    let users: Vec<&str> =
+        reply["room"]["participants"].as_array().unwrap().iter().map(|p| p["user"].as_str().unwrap()).collect();
+    assert_eq!(users, ["hana", "pat"], "once, though the room is locked");
+    let left = event(&mut old, "room:twice", "participant_left").await;
+    assert_eq!(left, json!({ "user": "pat", "reason": "replaced" }));
+    assert_eq!(old.err(json!({ "op": "unsubscribe", "channel": "room:twice" })).await, "not_subscribed");
+    // The others see the old session leave and the new one join.
+    assert_eq!(event(&mut host, "room:twice", "participant_left").await["reason"], "replaced");
+    assert_eq!(event(&mut host, "room:twice", "participant_joined").await["user"], "pat");
+
+    // The old socket closing takes it out of the other room it was in, not out of this one (its
+    // rooms are left in join order, so this one would have gone first).
+    drop(old);
+    assert_eq!(event(&mut host, "room:other", "participant_left").await["user"], "pat");
+    let (_, room) = hub.api_get("/rooms/twice").await;
+    assert_eq!(room["participants"].as_array().unwrap().len(), 2);
+    new.ok(json!({ "op": "meeting.raise_hand", "room": "twice" })).await;
+    assert_eq!(event(&mut host, "room:twice", "hand_raised").await["user"], "pat");
+    // The same socket joining twice is still an error.
+    assert_eq!(new.err(join("twice")).await, "already_joined");
 }

@@ -447,7 +447,10 @@ async fn media_ops_refuse_bad_input_and_the_socket_lives_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_room_on_one_node_serves_a_socket_on_another() {
     let redis = RedisServer::start();
-    let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[]);
+    // Neither node dies here: a long node ttl keeps a busy machine's late heartbeat from passing
+    // for a lost node (which would end the room for the far socket).
+    let ttl = "cluster.node_ttl=\"30s\"";
+    let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[ttl]);
     let (one, two) = (node(1), node(2));
     let room = "spanning";
     let mut alice = Publisher::start(&one, "alice", room).await;

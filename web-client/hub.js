@@ -216,10 +216,12 @@ export class HubClient extends Emitter {
       this._setState('connected');
       this._scheduleRefresh();
       this._startHeartbeat();
+      // Resubscribe before listeners run: a subscription a `connected` listener makes is sent
+      // by `subscribe` itself, and must not be sent twice.
+      for (const sub of this._subs.values()) this._sendSubscribe(sub);
       this.emit('connected', info);
       for (const w of this._waiters) w.resolve(info);
       this._waiters.clear();
-      for (const sub of this._subs.values()) this._sendSubscribe(sub);
     });
   }
 

@@ -39,6 +39,7 @@ const STATE_TEXT = {
   idle: 'not in a meeting',
   joining: 'joining…',
   joined: 'in the meeting',
+  rejoining: 'reconnecting to the meeting…',
   left: 'you left the meeting',
   ended: 'the meeting has ended',
   removed: 'you were removed from the meeting',
@@ -51,7 +52,7 @@ function renderMeetingState({ state, reason, by }) {
   if (by) text += ` by ${by}`;
   else if (state === 'left' && reason === 'disconnected') text += ' (connection lost)';
   el.textContent = text;
-  const inMeeting = state === 'joining' || state === 'joined';
+  const inMeeting = state === 'joining' || state === 'joined' || state === 'rejoining';
   $('stage').hidden = !inMeeting;
   $('side').hidden = !inMeeting;
   for (const el of $('join-form').elements) el.disabled = inMeeting;

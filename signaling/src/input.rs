@@ -20,6 +20,13 @@ pub enum Input {
     Leave {
         user: UserId,
     },
+    /// `user`, in the room already, joins again from another connection (its old one lost, or
+    /// another tab): the old session leaves (reason `Replaced`) and a new one joins in its place,
+    /// even into a locked or full room. The hub tells which connection is which.
+    Replace {
+        user: UserId,
+        role: Role,
+    },
     /// An offer on the sender's publisher connection; the media plane answers it.
     Offer {
         user: UserId,

@@ -95,6 +95,8 @@ pub enum LeaveReason {
     Removed,
     /// The room ended.
     Ended,
+    /// It joined again from another connection, which took its place.
+    Replaced,
 }
 
 /// Why a room ended.
@@ -109,4 +111,7 @@ pub enum EndReason {
     Expired,
     /// It stayed empty for `empty_timeout_ms`.
     Empty,
+    /// The node holding it died or shut down (a cluster's other nodes tell their sockets; the
+    /// room itself never produces it). Joining again starts the room afresh on a live node.
+    NodeLost,
 }

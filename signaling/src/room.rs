@@ -24,7 +24,8 @@ pub const MAX_CID_BYTES: usize = 64;
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
 /// How to create a room. Fields other than `id` are optional, with the defaults above.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized, it is what a cluster keeps of a room to start it again on another node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomOptions {
     pub id: RoomId,
     /// A display name for listings.
@@ -177,6 +178,12 @@ impl Room {
                 let i = self.member(&user)?;
                 self.depart(i, LeaveReason::Left, now_ms, &mut out);
             }
+            Input::Replace { user, role } => {
+                let i = self.member(&user)?;
+                self.depart(i, LeaveReason::Replaced, now_ms, &mut out);
+                let role = self.role_for(&user, role);
+                self.enter(user, role, now_ms, &mut out);
+            }
             Input::Offer { user, sdp } => self.offer(user, sdp, &mut out)?,
             Input::Answer { user, sdp } => self.answer(user, sdp, &mut out)?,
             Input::Candidate { user, target, candidate } => self.candidate(user, target, candidate, &mut out)?,
@@ -304,7 +311,7 @@ impl Room {
         if self.removed.contains(&user) {
             return Err(RoomError::Removed);
         }
-        let role = if self.options.host.as_ref() == Some(&user) { Role::Host } else { role };
+        let role = self.role_for(&user, role);
         if self.locked && !role.is_host() {
             return Err(RoomError::RoomLocked);
         }
@@ -312,6 +319,21 @@ impl Room {
         if self.participants.len() >= max as usize {
             return Err(RoomError::RoomFull { max });
         }
+        self.enter(user, role, now_ms, out);
+        Ok(())
+    }
+
+    /// The room's `host` option makes its user a host whatever its grant says.
+    fn role_for(&self, user: &UserId, granted: Role) -> Role {
+        if self.options.host.as_ref() == Some(user) {
+            Role::Host
+        } else {
+            granted
+        }
+    }
+
+    /// Lets `user` in (the checks are the caller's).
+    fn enter(&mut self, user: UserId, role: Role, now_ms: u64, out: &mut Vec<Output>) {
         self.participants.push(Participant::new(user.clone(), role, now_ms));
         self.empty_since_ms = None;
         out.push(Output::Reply(Reply::Joined { role, room: self.snapshot() }));
@@ -327,7 +349,6 @@ impl Room {
                 self.renegotiate(me, out);
             }
         }
-        Ok(())
     }
 
     fn depart(&mut self, i: usize, reason: LeaveReason, now_ms: u64, out: &mut Vec<Output>) {

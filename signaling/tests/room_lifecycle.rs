@@ -123,6 +123,38 @@ fn lock_lets_only_hosts_in() {
 }
 
 #[test]
+fn a_participant_joining_again_replaces_its_old_session_even_in_a_locked_full_room() {
+    let mut room = Room::new(RoomOptions { max_participants: 2, ..options() }, 0);
+    join(&mut room, "alice", Role::Host);
+    join(&mut room, "bob", Role::Participant);
+    let mic = publish(&mut room, "bob", "mic", TrackKind::Audio);
+    settle(&mut room, "alice");
+    ok(&mut room, Input::Lock { by: Some(u("alice")) }, 0);
+    let out = ok(&mut room, Input::Replace { user: u("bob"), role: Role::Participant }, 5);
+    // The old session goes as a leave does (its track with it), then the new one joins.
+    let left = out.iter().position(|o| {
+        *o == Output::Broadcast(RoomEvent::ParticipantLeft { user: u("bob"), reason: LeaveReason::Replaced })
+    });
+    let detached = out.iter().position(|o| *o == Output::Detach { user: u("bob"), reason: LeaveReason::Replaced });
+    let joined = out.iter().position(|o| matches!(o, Output::Reply(Reply::Joined { role: Role::Participant, .. })));
+    let announced = out.iter().position(|o| {
+        *o == Output::Broadcast(RoomEvent::ParticipantJoined { user: u("bob"), role: Role::Participant })
+    });
+    assert!(out.contains(&Output::Media(MediaCommand::RemoveTrack { track: mic })), "{out:?}");
+    assert!(out.contains(&Output::Media(MediaCommand::DisconnectMedia { user: u("bob") })), "{out:?}");
+    match (left, detached, joined, announced) {
+        (Some(l), Some(d), Some(j), Some(a)) => assert!(l < d && d < j && j < a, "{out:?}"),
+        _ => panic!("{out:?}"),
+    }
+    assert_eq!(room.len(), 2);
+    assert_eq!(room.role_of(&u("bob")), Some(Role::Participant));
+    // Only someone in the room can be replaced; a plain second join is still refused.
+    let err = room.handle(Input::Replace { user: u("carol"), role: Role::Participant }, 0).unwrap_err();
+    assert_eq!(err.as_str(), "not_in_room");
+    assert_eq!(room.handle(Input::Join { user: u("bob"), role: Role::Participant }, 0), Err(RoomError::AlreadyJoined));
+}
+
+#[test]
 fn a_room_can_start_locked() {
     let mut room = Room::new(RoomOptions { locked: true, ..options() }, 0);
     assert!(room.snapshot().locked);

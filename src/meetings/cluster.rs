@@ -24,7 +24,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use signaling::{ClientMsg, Role, RoomId};
+use signaling::{ClientMsg, Role, RoomId, RoomOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::RedisLink;
@@ -36,6 +36,12 @@ use crate::protocol::ServerMsg;
 pub const HOME_TTL: Duration = Duration::from_secs(30);
 /// How long a socket's node waits for the home's reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a room's saved options outlive their last refresh: the time its participants have
+/// to join again on another node and find the room as it was.
+pub const SPEC_TTL: Duration = Duration::from_secs(600);
+/// Deletes KEYS[1] when it holds ARGV[1].
+const COMPARE_AND_DELETE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 /// Node messages waiting to be sent; more are dropped (and logged).
 const OUTBOUND_CAPACITY: usize = 4096;
 
@@ -80,6 +86,14 @@ impl Member {
         matches!(self, Member::Local(c) if c.id == conn)
     }
 
+    /// Whether both are the same socket.
+    pub fn same_socket(&self, other: &Member) -> bool {
+        match other {
+            Member::Local(c) => self.is_local(c.id),
+            Member::Remote { node, conn, .. } => self.is_remote(node, *conn),
+        }
+    }
+
     /// Socket `conn` of node `node`.
     pub fn is_remote(&self, node: &str, conn: u64) -> bool {
         matches!(self, Member::Remote { node: n, conn: c, .. } if n == node && *c == conn)
@@ -116,24 +130,33 @@ impl Outbound {
     }
 }
 
-/// Requests waiting for their reply.
+/// Requests waiting for their reply, with the node each went to.
 #[derive(Default)]
 pub struct Pending {
     next: AtomicU64,
-    waiting: DashMap<u64, oneshot::Sender<Result<Value, HubError>>>,
+    waiting: DashMap<u64, (String, oneshot::Sender<Result<Value, HubError>>)>,
 }
 
 impl Pending {
-    pub fn open(&self) -> (u64, oneshot::Receiver<Result<Value, HubError>>) {
+    /// A request to node `to`: its id, and where its outcome arrives.
+    pub fn open(&self, to: &str) -> (u64, oneshot::Receiver<Result<Value, HubError>>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiting.insert(id, tx);
+        self.waiting.insert(id, (to.to_string(), tx));
         (id, rx)
     }
 
     pub fn close(&self, id: u64, result: Result<Value, HubError>) {
-        if let Some((_, tx)) = self.waiting.remove(&id) {
+        if let Some((_, (_, tx))) = self.waiting.remove(&id) {
             let _ = tx.send(result);
+        }
+    }
+
+    /// Node `dead` was lost: its requests fail now instead of at their timeout.
+    pub fn fail_node(&self, dead: &str) {
+        let ids: Vec<u64> = self.waiting.iter().filter(|w| w.value().0 == dead).map(|w| *w.key()).collect();
+        for id in ids {
+            self.close(id, Err(lost()));
         }
     }
 
@@ -145,6 +168,11 @@ impl Pending {
             _ => Err(HubError::new(ErrorCode::Unavailable, "the room's node did not answer")),
         }
     }
+}
+
+/// The error of a request whose room's node was lost.
+fn lost() -> HubError {
+    HubError::new(ErrorCode::Unavailable, "the room's node was lost; join again")
 }
 
 /// The reply message for a request's outcome.
@@ -196,7 +224,7 @@ impl Homes {
         link.query(redis::cmd("GET").arg(Self::key(link, room))).await
     }
 
-    /// Keeps the home keys of the rooms held here alive.
+    /// Keeps the home keys (and saved options) of the rooms held here alive.
     pub async fn refresh(&self, rooms: &[RoomId]) {
         let Homes::Redis(link) = self else { return };
         if rooms.is_empty() {
@@ -205,19 +233,70 @@ impl Homes {
         let mut pipe = redis::pipe();
         for room in rooms {
             pipe.cmd("PEXPIRE").arg(Self::key(link, room)).arg(HOME_TTL.as_millis() as u64).ignore();
+            pipe.cmd("PEXPIRE").arg(Self::spec_key(link, room)).arg(SPEC_TTL.as_millis() as u64).ignore();
         }
         if let Err(e) = link.query_pipe(&pipe).await {
             tracing::warn!(error = %e, "room homes not refreshed");
         }
     }
 
-    /// The room ended here: its id is free again.
+    /// The room ended here: its id is free again, and what was kept to restart it goes.
     pub async fn release(&self, room: &RoomId, me: &str) {
         let Homes::Redis(link) = self else { return };
-        let key = Self::key(link, room);
-        let home: Result<Option<String>, _> = link.query(redis::cmd("GET").arg(&key)).await;
-        if home.ok().flatten().as_deref() == Some(me) {
-            let _: Result<i64, _> = link.query(redis::cmd("DEL").arg(&key)).await;
+        if self.free_if_held_by(room, me).await {
+            let _: Result<i64, _> = link.query(redis::cmd("DEL").arg(Self::spec_key(link, room))).await;
+        }
+    }
+
+    /// Node `dead` was lost: its rooms' ids are free at once (not when their keys lapse), so
+    /// that joining again starts them on a live node. Their saved options stay.
+    pub async fn forget_lost(&self, room: &RoomId, dead: &str) {
+        self.free_if_held_by(room, dead).await;
+    }
+
+    /// Deletes the home key if (and only if) it still names `node`; true when it did.
+    async fn free_if_held_by(&self, room: &RoomId, node: &str) -> bool {
+        let Homes::Redis(link) = self else { return false };
+        // One step in Redis: a node that claimed the id meanwhile keeps it.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COMPARE_AND_DELETE).arg(1).arg(Self::key(link, room)).arg(node);
+        let deleted: Result<i64, _> = link.query(&cmd).await;
+        deleted.is_ok_and(|n| n == 1)
+    }
+
+    fn spec_key(link: &RedisLink, room: &RoomId) -> String {
+        link.key("room-spec", room.as_str())
+    }
+
+    /// Keeps rooms' options for [`SPEC_TTL`] (refreshed with their home keys), for restarting
+    /// them elsewhere if this node is lost. Saved at creation through the server API and
+    /// whenever a room's lock changes (`locked` is then the current lock).
+    pub async fn save(&self, specs: &[RoomOptions]) {
+        let Homes::Redis(link) = self else { return };
+        if specs.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for spec in specs {
+            let json = serde_json::to_string(spec).unwrap_or_default();
+            pipe.cmd("SET").arg(Self::spec_key(link, &spec.id)).arg(json).arg("PX").arg(SPEC_TTL.as_millis() as u64);
+            pipe.ignore();
+        }
+        if let Err(e) = link.query_pipe(&pipe).await {
+            tracing::warn!(error = %e, "room options not saved");
+        }
+    }
+
+    /// The options a lost room was saved with, if any.
+    pub async fn saved(&self, room: &RoomId) -> Option<RoomOptions> {
+        let Homes::Redis(link) = self else { return None };
+        let raw: Result<Option<String>, _> = link.query(redis::cmd("GET").arg(Self::spec_key(link, room))).await;
+        match raw {
+            Ok(raw) => raw.and_then(|json| serde_json::from_str(&json).ok()),
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "saved room options unreadable: default options");
+                None
+            }
         }
     }
 }

@@ -30,7 +30,8 @@ use dashmap::DashMap;
 use serde_json::{json, Value};
 use sfu::rtc::{PeerEvent, PeerId};
 use signaling::{
-    ClientMsg, Input, Output, PeerTarget, Reply, Role, Room, RoomEvent, RoomId, RoomOptions, RoomSnapshot, UserId,
+    ClientMsg, Input, LeaveReason, Output, PeerTarget, Reply, Role, Room, RoomEvent, RoomId, RoomOptions, RoomSnapshot,
+    UserId,
 };
 
 use cluster::{Homes, Member, Outbound, Pending, Rpc};
@@ -41,6 +42,7 @@ use crate::{
     bus::NodeService,
     errors::{ErrorCode, HubError},
     node::{Conn, Node},
+    registry::Registry,
 };
 
 /// Room ids: what fits a channel name and a URL path segment.
@@ -71,12 +73,20 @@ struct Entry {
     /// The socket each participant joined from: what `Detach` unsubscribes, where its media
     /// messages go.
     conns: HashMap<UserId, Member>,
+    /// The socket whose session a join from another socket is replacing, while that is handled
+    /// (what its `Detach` reason `Replaced` applies to).
+    replaced: Option<Member>,
     media: RoomMedia,
 }
 
 impl Entry {
     fn new(room: Room) -> Slot {
-        Arc::new(tokio::sync::Mutex::new(Entry { room, conns: HashMap::new(), media: RoomMedia::default() }))
+        Arc::new(tokio::sync::Mutex::new(Entry {
+            room,
+            conns: HashMap::new(),
+            replaced: None,
+            media: RoomMedia::default(),
+        }))
     }
 }
 
@@ -89,14 +99,26 @@ pub struct Meetings {
     /// Itself, for the tasks that read peer connection events.
     me: Weak<Meetings>,
     rooms: DashMap<RoomId, Slot>,
-    /// Socket id → rooms it joined, here or elsewhere (to leave them when it closes).
-    joined: DashMap<u64, Vec<RoomId>>,
+    /// Socket id → rooms it joined, here or elsewhere (to leave them when it closes, to tell it
+    /// when a room's node is lost).
+    joined: DashMap<u64, Vec<Joined>>,
     homes: Homes,
+    /// The live nodes: a room whose home is not among them is lost.
+    registry: Arc<dyn Registry>,
     outbound: Outbound,
     pending: Pending,
     /// Messages from other nodes, handled in order by one task.
     inbound: mpsc::Sender<(String, Rpc)>,
 }
+
+/// A room a socket of this node joined, and the node holding it.
+struct Joined {
+    room: RoomId,
+    home: Arc<str>,
+}
+
+/// How often the nodes holding rooms that this node's sockets joined are checked for life.
+const HOME_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The home keys of the rooms held here are refreshed every this many timer ticks (seconds), a
 /// third of their lifetime.
@@ -126,7 +148,12 @@ struct Done {
 
 impl Meetings {
     /// The meetings of this node; `redis` (cluster modes) holds the directory of room homes.
-    pub fn new(node: Arc<Node>, media: Option<Media>, redis: Option<Arc<crate::cluster::RedisLink>>) -> Arc<Meetings> {
+    pub fn new(
+        node: Arc<Node>,
+        media: Option<Media>,
+        redis: Option<Arc<crate::cluster::RedisLink>>,
+        registry: Arc<dyn Registry>,
+    ) -> Arc<Meetings> {
         let media = media.map(Arc::new);
         let homes = redis.map_or(Homes::Single, Homes::Redis);
         let outbound = Outbound::start(&node);
@@ -149,6 +176,7 @@ impl Meetings {
                 rooms: DashMap::new(),
                 joined: DashMap::new(),
                 homes,
+                registry,
                 outbound,
                 pending: Pending::default(),
                 inbound,
@@ -218,6 +246,78 @@ impl Meetings {
         }
     }
 
+    /// Watches the nodes holding rooms this node's sockets joined, every [`HOME_WATCH_INTERVAL`],
+    /// until the node shuts down: when one drops out of `registry` (died) or drains (shuts
+    /// down), its rooms are lost — see [`Meetings::home_lost`].
+    pub async fn run_home_watch(self: Arc<Self>) {
+        if matches!(self.homes, Homes::Single) {
+            return;
+        }
+        let mut every = ticker(HOME_WATCH_INTERVAL);
+        while self.tick(&mut every).await {
+            let mut homes: Vec<Arc<str>> = self
+                .joined
+                .iter()
+                .flat_map(|j| j.value().iter().map(|r| r.home.clone()).collect::<Vec<_>>())
+                .filter(|home| **home != *self.node.id)
+                .collect();
+            if homes.is_empty() {
+                continue;
+            }
+            homes.sort();
+            homes.dedup();
+            // Without the registry (Redis away) nothing can be judged: wait.
+            let Ok(nodes) = self.registry.nodes().await else { continue };
+            for home in homes {
+                if !nodes.iter().any(|n| *n.id == *home && !n.draining) {
+                    self.home_lost(&home).await;
+                }
+            }
+        }
+    }
+
+    /// Node `dead` held rooms that sockets here joined, and is gone: each such socket is told
+    /// `room_ended` (reason `node_lost`, on the room's channel without offset) and detached; its
+    /// requests there fail now; the rooms' ids are freed so that joining again starts each room
+    /// on a live node with the options it was saved with.
+    async fn home_lost(&self, dead: &str) {
+        self.pending.fail_node(dead);
+        let mut lost: Vec<(u64, RoomId)> = Vec::new();
+        for mut joined in self.joined.iter_mut() {
+            let conn = *joined.key();
+            joined.value_mut().retain(|r| {
+                let here = *r.home == *dead;
+                if here {
+                    lost.push((conn, r.room.clone()));
+                }
+                !here
+            });
+        }
+        self.joined.retain(|_, rooms| !rooms.is_empty());
+        let mut rooms: Vec<RoomId> = lost.iter().map(|(_, room)| room.clone()).collect();
+        rooms.sort();
+        rooms.dedup();
+        tracing::warn!(node = dead, rooms = rooms.len(), "a node holding meetings was lost");
+        metrics::counter!("hub_meeting_rooms_lost_total").increment(rooms.len() as u64);
+        for room in &rooms {
+            self.homes.forget_lost(room, dead).await;
+        }
+        let ended = event_data(&RoomEvent::RoomEnded { reason: signaling::EndReason::NodeLost, by: None });
+        for (conn, room) in lost {
+            let Some(conn) = self.node.conn(conn) else { continue };
+            media::push(&Member::Local(conn.clone()), &room, "room_ended", ended.clone());
+            let _ = self.node.unsubscribe(&conn, &room_channel(&room)).await;
+        }
+    }
+
+    /// Whether `node` is in the registry and not draining (true when the registry cannot say).
+    async fn alive(&self, node: &str) -> bool {
+        match self.registry.nodes().await {
+            Ok(nodes) => nodes.iter().any(|n| n.id == node && !n.draining),
+            Err(_) => true,
+        }
+    }
+
     /// Waits for the next tick of `every`; false once the node shuts down.
     async fn tick(&self, every: &mut tokio::time::Interval) -> bool {
         tokio::select! {
@@ -242,10 +342,11 @@ impl Meetings {
         match self.rooms.entry(id.clone()) {
             dashmap::Entry::Occupied(_) => Err(exists()),
             dashmap::Entry::Vacant(v) => {
-                let room = Room::new(options, now_ms());
+                let room = Room::new(options.clone(), now_ms());
                 let snapshot = room.snapshot();
                 v.insert(Entry::new(room));
                 metrics::counter!("hub_meeting_rooms_created_total").increment(1);
+                self.homes.save(&[options]).await;
                 Ok(snapshot)
             }
         }
@@ -271,7 +372,7 @@ impl Meetings {
         let Some(home) = self.homes.lookup(id, &self.node.id).await?.filter(|h| **h != *self.node.id) else {
             return Ok(None);
         };
-        let (rid, rx) = self.pending.open();
+        let (rid, rx) = self.pending.open(&home);
         self.outbound.send(&home, Rpc::Api { id: rid, room: id.clone(), input });
         let data = self.pending.wait(rid, rx).await?;
         serde_json::from_value(data)
@@ -343,7 +444,7 @@ impl Meetings {
 
     /// Sends a socket's request to the room's home and waits for its answer.
     async fn request(&self, home: &str, conn: &Conn, grant: Option<Role>, msg: ClientMsg) -> Result<Value, HubError> {
-        let (id, rx) = self.pending.open();
+        let (id, rx) = self.pending.open(home);
         let rpc = Rpc::Request { id, conn: conn.id, user: conn.user.to_string(), grant, closing: false, msg };
         self.outbound.send(home, rpc);
         self.pending.wait(id, rx).await
@@ -357,7 +458,15 @@ impl Meetings {
         let home = if self.rooms.contains_key(&id) {
             self.node.id.to_string()
         } else {
-            self.homes.claim(&id, &self.node.id).await?
+            let home = self.homes.claim(&id, &self.node.id).await?;
+            if home != *self.node.id && !self.alive(&home).await {
+                // Its node was lost and nobody here has noticed yet (no socket of this node was in
+                // the room): the room starts again here.
+                self.homes.forget_lost(&id, &home).await;
+                self.homes.claim(&id, &self.node.id).await?
+            } else {
+                home
+            }
         };
         let user = UserId::from(&*conn.user);
         let channel = room_channel(&id);
@@ -368,7 +477,7 @@ impl Meetings {
             Err(e) if e.code == ErrorCode::AlreadySubscribed => None,
             Err(e) => return Err(e),
         };
-        self.joined.entry(conn.id).or_default().push(id.clone());
+        self.joined.entry(conn.id).or_default().push(Joined { room: id.clone(), home: home.as_str().into() });
         let joined = if home == *self.node.id {
             self.admit(&id, Member::Local(conn.clone()), user, role).await
         } else {
@@ -390,19 +499,36 @@ impl Meetings {
     /// Lets `user` into a room held here (made with the default options if it does not exist),
     /// from the socket `member`.
     async fn admit(&self, id: &RoomId, member: Member, user: UserId, role: Role) -> Result<Value, HubError> {
-        // A grant for a room that does not exist creates it with the default options.
+        // A grant for a room that does not exist creates it: with the options it had on a node
+        // that was lost, or the default ones.
+        let saved = if self.rooms.contains_key(id) { None } else { self.homes.saved(id).await };
         let slot = self
             .rooms
             .entry(id.clone())
             .or_insert_with(|| {
                 metrics::counter!("hub_meeting_rooms_created_total").increment(1);
-                Entry::new(Room::new(RoomOptions::new(id.clone()), now_ms()))
+                if saved.is_some() {
+                    metrics::counter!("hub_meeting_rooms_restarted_total").increment(1);
+                }
+                Entry::new(Room::new(saved.unwrap_or_else(|| RoomOptions::new(id.clone())), now_ms()))
             })
             .clone();
         let mut entry = slot.lock().await;
         let now = now_ms();
+        // In the room from another socket already (a lost one not yet noticed, another tab): this
+        // join takes its place.
+        let replacing =
+            entry.room.role_of(&user).is_some() && entry.conns.get(&user).is_some_and(|old| !old.same_socket(&member));
         let previous = entry.conns.insert(user.clone(), member);
-        match self.apply(id, &mut entry, Input::Join { user: user.clone(), role }, now).await {
+        let input = if replacing {
+            entry.replaced = previous.clone();
+            Input::Replace { user: user.clone(), role }
+        } else {
+            Input::Join { user: user.clone(), role }
+        };
+        let result = self.apply(id, &mut entry, input, now).await;
+        entry.replaced = None;
+        match result {
             Ok(mut done) => {
                 if let Some(data) = done.reply.as_object_mut() {
                     data.insert("node".into(), json!(&*self.node.id));
@@ -429,7 +555,7 @@ impl Meetings {
             return;
         };
         let user = UserId::from(&*conn.user);
-        for id in rooms {
+        for Joined { room: id, home } in rooms {
             match self.slot(&id) {
                 Ok(slot) => {
                     let mut entry = slot.lock().await;
@@ -440,8 +566,8 @@ impl Meetings {
                         }
                     }
                 }
+                Err(_) if *home == *self.node.id => {}
                 Err(_) => {
-                    let Ok(Some(home)) = self.homes.lookup(&id, &self.node.id).await else { continue };
                     let msg = ClientMsg::Leave(signaling::messages::RoomRef { room: id.clone() });
                     // No reply is sent to a closing request.
                     let rpc =
@@ -516,7 +642,7 @@ impl Meetings {
 
     fn forget(&self, conn: u64, id: &RoomId) {
         self.joined.remove_if_mut(&conn, |_, rooms| {
-            rooms.retain(|r| r != id);
+            rooms.retain(|r| r.room != *id);
             rooms.is_empty()
         });
     }
@@ -524,6 +650,7 @@ impl Meetings {
     /// Hands one input to the room and carries out its outputs, in order. An ended room is
     /// dropped.
     async fn apply(&self, id: &RoomId, entry: &mut Entry, input: Input, now: u64) -> Result<Done, HubError> {
+        let locked = entry.room.is_locked();
         let outputs = entry.room.handle(input, now)?;
         let mut reply = json!({});
         let mut new_peers = Vec::new();
@@ -534,7 +661,12 @@ impl Meetings {
                 Output::Notify { to, event } => self.publish(&crate::chat::user_channel(to.as_str()), &event).await,
                 Output::Detach { user, reason } => {
                     tracing::debug!(room = %id, %user, ?reason, "detached");
-                    match entry.conns.remove(&user) {
+                    let gone = match reason {
+                        // The new socket stays; the old one goes.
+                        LeaveReason::Replaced => entry.replaced.take(),
+                        _ => entry.conns.remove(&user),
+                    };
+                    match gone {
                         Some(Member::Local(conn)) => {
                             self.forget(conn.id, id);
                             // Not subscribed any more when its socket has closed.
@@ -558,6 +690,11 @@ impl Meetings {
         if entry.room.ended().is_some() {
             self.rooms.remove(id);
             self.homes.release(id, &self.node.id).await;
+        } else if entry.room.is_locked() != locked {
+            // What is kept to restart the room elsewhere follows its lock.
+            let mut spec = entry.room.options().clone();
+            spec.locked = !locked;
+            self.homes.save(&[spec]).await;
         }
         Ok(Done { reply })
     }
@@ -618,14 +755,19 @@ impl Meetings {
 
     /// Publishes a room event: `event` is its name, `data` its other fields.
     async fn publish(&self, channel: &str, event: &RoomEvent) {
-        let mut data = serde_json::to_value(event).unwrap_or_default();
-        if let Some(fields) = data.as_object_mut() {
-            fields.remove("event");
-        }
-        if let Err(e) = self.node.publish(channel, Some(event.name().to_string()), data, None).await {
+        if let Err(e) = self.node.publish(channel, Some(event.name().to_string()), event_data(event), None).await {
             tracing::warn!(channel, event = event.name(), error = %e, "room event not published");
         }
     }
+}
+
+/// A room event's fields but its name (which a push carries as `event`).
+fn event_data(event: &RoomEvent) -> Value {
+    let mut data = serde_json::to_value(event).unwrap_or_default();
+    if let Some(fields) = data.as_object_mut() {
+        fields.remove("event");
+    }
+    data
 }
 
 fn reply_data(reply: &Reply) -> Value {

@@ -286,3 +286,17 @@ impl Hub {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `check` until it holds (for states that announce themselves with no event).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let wait = async {
+        while !check().await {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(GUARD, wait).await.unwrap_or_else(|_| panic!("never happened: {what}"));
+}

@@ -44,6 +44,9 @@ const SIMULCAST = [
  * @property {number} [answerTimeout] ms to wait for the hub's answer to an offer (default 15000)
  * @property {typeof RTCPeerConnection} [RTCPeerConnection] the class (default the global one)
  * @property {MediaDevices} [mediaDevices] default navigator.mediaDevices
+ * @property {boolean} [rejoin] when the socket drops (and the hub client reconnects) or the room's
+ *   node is lost, join the room again and publish the same tracks (default true); without it the
+ *   meeting ends for this client (`left` with reason `disconnected`, or `ended` with `node_lost`)
  */
 
 /**
@@ -80,7 +83,10 @@ const SIMULCAST = [
  * One participant's side of a meeting.
  *
  * Events (`on(name, fn)`):
- * - `state` `{state, reason?, by?}`: `idle` → `joining` → `joined` → `left` | `ended` | `removed`
+ * - `state` `{state, reason?, by?}`: `idle` → `joining` → `joined` → `left` | `ended` | `removed`;
+ *   `joined` → `rejoining` (reason `disconnected` or `node_lost`) → `joining` → `joined` when the
+ *   client rejoins by itself (option `rejoin`): remote tracks are removed and arrive again, own
+ *   tracks are published again (the same `MediaStreamTrack`s, not captured anew)
  * - `participants` {@link Participant}[]: who is in the room, their roles, hands, tracks changed
  * - `track` {@link RemoteTrack}: another participant's track has media to show (or its mute
  *   state changed): attach `stream`
@@ -104,8 +110,8 @@ export class MeetingClient extends Emitter {
   constructor(hub, options = {}) {
     super();
     this.hub = hub;
-    this.options = { simulcast: true, answerTimeout: 15_000, rtcConfig: {}, ...options };
-    /** 'idle' | 'joining' | 'joined' | 'left' | 'ended' | 'removed' */
+    this.options = { simulcast: true, answerTimeout: 15_000, rtcConfig: {}, rejoin: true, ...options };
+    /** 'idle' | 'joining' | 'joined' | 'rejoining' | 'left' | 'ended' | 'removed' */
     this.state = 'idle';
     /** @type {string | null} */
     this.room = null;
@@ -120,11 +126,21 @@ export class MeetingClient extends Emitter {
     this.publisher = null;
     /** @type {RTCPeerConnection | null} */
     this.subscriber = null;
+    /** Own tracks to publish again once rejoined. @type {{kind: string, track: MediaStreamTrack, stream: MediaStream, muted: boolean}[]} */
+    this._kept = [];
+    this._rejoinBusy = false;
     this._reset();
     this._offHub = [
-      hub.on('disconnected', () => {
+      hub.on('disconnected', ({ reconnect }) => {
         // The hub makes a participant whose socket closed leave the room.
-        if (this.state === 'joined' || this.state === 'joining') this._finish('left', { reason: 'disconnected' });
+        if (reconnect && this.options.rejoin && (this.state === 'joined' || this._rejoinBusy)) {
+          // Mid-rejoin, the rejoin itself sees the failure and waits for the next connection.
+          if (this.state === 'joined') this._suspend('disconnected');
+        } else if (!reconnect && this.state === 'rejoining') this._finish('left', { reason: 'disconnected' });
+        else if (this.state === 'joined' || this.state === 'joining') this._finish('left', { reason: 'disconnected' });
+      }),
+      hub.on('connected', () => {
+        if (this.state === 'rejoining') this._rejoin();
       }),
     ];
   }
@@ -215,46 +231,98 @@ export class MeetingClient extends Emitter {
    * @returns {Promise<{role: string, room: object}>} the join reply
    */
   async join(room) {
-    if (this.state === 'joining' || this.state === 'joined') {
+    if (this.state === 'joining' || this.state === 'joined' || this.state === 'rejoining') {
       throw new HubError('already_joined', `already in room ${this.room}`);
     }
     if (this.hub.state !== 'connected') await this.hub.connect();
-    this._reset();
-    this.room = room;
-    this.user = this.hub.info?.user ?? null;
-    this._setState('joining');
-    const channel = `room:${room}`;
     try {
-      this._sub = this.hub.subscribe(channel, {
-        onPublication: (pub) => this._onPush(pub),
-        // Only a reconnect loses history, and a reconnect has made this client leave the room.
-        onRefetch: () => {},
-      });
-      await this._sub.ready;
-      // `removed` (with the host who did it) is told on the user's own channel; an app that holds
-      // that channel already (a chat client) still learns of the removal from the room channel's
-      // `participant_left`, without `by`.
-      const userChannel = `user:${this.user}`;
-      if (!this.hub.getSubscription(userChannel)) {
-        this._userSub = this.hub.subscribe(userChannel, {
-          onPublication: (pub) => pub.event === 'removed' && this._onRemoved(pub.data?.by),
-        });
-      }
-      this._openSubscriber();
-      const reply = await this._req('meeting.join');
-      this.role = reply.role;
-      this._loadSnapshot(reply.room);
-      this._setState('joined');
-      this._emitPeople();
-      return reply;
+      return await this._enter(room);
     } catch (e) {
       this._finish('idle', { reason: 'join_failed' });
       throw e;
     }
   }
 
+  /** Subscribes to the room's channel, opens the subscriber connection and joins. */
+  async _enter(room) {
+    this._reset();
+    this.room = room;
+    this.user = this.hub.info?.user ?? null;
+    this._setState('joining');
+    const channel = `room:${room}`;
+    this._sub = this.hub.subscribe(channel, {
+      onPublication: (pub) => this._onPush(pub),
+      // Only a reconnect loses history, and after one this client joins afresh.
+      onRefetch: () => {},
+    });
+    await this._sub.ready;
+    // `removed` (with the host who did it) is told on the user's own channel; an app that holds
+    // that channel already (a chat client) still learns of the removal from the room channel's
+    // `participant_left`, without `by`.
+    const userChannel = `user:${this.user}`;
+    if (!this.hub.getSubscription(userChannel)) {
+      this._userSub = this.hub.subscribe(userChannel, {
+        onPublication: (pub) => pub.event === 'removed' && this._onRemoved(pub.data?.by),
+      });
+    }
+    this._openSubscriber();
+    const reply = await this._req('meeting.join');
+    this.role = reply.role;
+    this._loadSnapshot(reply.room);
+    this._setState('joined');
+    this._emitPeople();
+    return reply;
+  }
+
+  /**
+   * The socket dropped or the room's node was lost: close the connections, keep the own tracks,
+   * and join again as soon as the hub client is connected.
+   * @param {'disconnected' | 'node_lost'} reason
+   */
+  _suspend(reason) {
+    this._kept.push(...[...this._local.values()].map(({ kind, track, stream, muted }) => ({ kind, track, stream, muted })));
+    this._local.clear();
+    const removed = this._teardown();
+    this._setState('rejoining', { reason });
+    this._announceTeardown(removed);
+    if (this.hub.state === 'connected') this._rejoin();
+  }
+
+  async _rejoin() {
+    if (this._rejoinBusy) return;
+    this._rejoinBusy = true;
+    try {
+      await this._enter(this.room);
+      const kept = this._kept.splice(0);
+      for (const k of kept) {
+        if (this.state !== 'joined') {
+          this._kept.push(k); // suspended again meanwhile
+          continue;
+        }
+        if (k.track.readyState !== 'live') continue;
+        await this.publishTrack(k.track, k.kind, { stream: k.stream, muted: k.muted }).catch((e) => this._quietError(e));
+      }
+    } catch (e) {
+      if (this.state !== 'joining') return; // left, or closed, meanwhile
+      if (this.hub.state === 'connecting' && this.options.rejoin) {
+        // The socket went again: the next `connected` tries once more.
+        this._teardown();
+        this._setState('rejoining', { reason: 'disconnected' });
+      } else {
+        this._finish('left', { reason: 'rejoin_failed', code: e?.code });
+        this.emit('error', e instanceof HubError ? e : new HubError('internal', String(e?.message ?? e)));
+      }
+    } finally {
+      this._rejoinBusy = false;
+    }
+  }
+
   /** Leaves the room: the hub is told, the connections closed, the local tracks stopped. */
   async leave() {
+    if (this.state === 'rejoining') {
+      this._finish('left', { reason: 'left' });
+      return;
+    }
     if (this.state !== 'joined' && this.state !== 'joining') return;
     const room = this.room;
     try {
@@ -270,7 +338,8 @@ export class MeetingClient extends Emitter {
   /** Stops listening to the hub (after `leave`). */
   close() {
     for (const off of this._offHub) off();
-    this._finish(this.state === 'joined' ? 'left' : this.state, { reason: 'closed' });
+    const inRoom = ['joining', 'joined', 'rejoining'].includes(this.state);
+    this._finish(inRoom ? 'left' : this.state, { reason: 'closed' });
   }
 
   // ---- publishing ----
@@ -355,7 +424,8 @@ export class MeetingClient extends Emitter {
         }
         this._emitLocal();
       }
-      track.stop();
+      // A track kept for a rejoin (the meeting was suspended meanwhile) lives on.
+      if (!this._kept.some((k) => k.track === track)) track.stop();
       throw e;
     }
   }
@@ -470,6 +540,8 @@ export class MeetingClient extends Emitter {
       case 'participant_left':
         if (d.user === this.user) {
           if (d.reason === 'removed') this._onRemoved(undefined);
+          // This user joined again from another connection (another tab), which took its place.
+          else if (d.reason === 'replaced') this._finish('left', { reason: 'replaced' });
           return;
         }
         this._people.delete(d.user);
@@ -508,7 +580,9 @@ export class MeetingClient extends Emitter {
         this.emit('lock', { locked: this.locked, by: d.by });
         return;
       case 'room_ended':
-        this._finish('ended', { reason: d.reason, by: d.by });
+        // Its node was lost: the room starts again on a live node when joined again.
+        if (d.reason === 'node_lost' && this.options.rejoin && this.state === 'joined') this._suspend('node_lost');
+        else this._finish('ended', { reason: d.reason, by: d.by });
         return;
       case 'chat':
         this.emit('chat', { from: pub.from, text: String(d.text ?? ''), offset: pub.offset });
@@ -760,10 +834,23 @@ export class MeetingClient extends Emitter {
   /** The meeting is over for this client: close everything, then tell the app. */
   _finish(state, extra) {
     const was = this.state;
+    for (const l of [...this._local.values(), ...this._kept.splice(0)]) l.track.stop();
+    this._local.clear();
+    const removed = this._teardown();
+    if (was === state) return;
+    this._setState(state, extra);
+    this._announceTeardown(removed);
+    if (state === 'ended') this.emit('ended', extra);
+    if (state === 'removed') this.emit('removed', extra);
+  }
+
+  /**
+   * Closes the connections and subscriptions and forgets the room's state (own tracks are the
+   * caller's). @returns {string[]} the remote tracks that went
+   */
+  _teardown() {
     for (const pc of [this.publisher, this.subscriber]) pc?.close();
     this.publisher = this.subscriber = null;
-    for (const l of this._local.values()) l.track.stop();
-    this._local.clear();
     this._answerWaiter?.reject(new HubError('cancelled', 'the meeting is over'));
     this._sub?.unsubscribe().catch(() => {});
     this._userSub?.unsubscribe().catch(() => {});
@@ -773,13 +860,14 @@ export class MeetingClient extends Emitter {
     this._orphans.clear();
     this._people.clear();
     this.activeSpeaker = null;
-    if (was === state) return;
-    this._setState(state, extra);
-    for (const id of tracks) this.emit('track_removed', { id });
+    return tracks;
+  }
+
+  /** @param {string[]} removed remote track ids */
+  _announceTeardown(removed) {
+    for (const id of removed) this.emit('track_removed', { id });
     this._emitLocal();
     this._emitPeople();
-    if (state === 'ended') this.emit('ended', extra);
-    if (state === 'removed') this.emit('removed', extra);
   }
 
   _emitPeople() {

@@ -5,71 +5,22 @@
 // The hub binary is not built here: `cargo build` first (HUB_BIN overrides the path).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { launchChromium } from './chromium.mjs';
+import { API_KEY, startHub, stopHub } from './hub-process.mjs';
 
-const WEB_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const HUB_BIN = process.env.HUB_BIN ? resolve(process.env.HUB_BIN) : resolve(WEB_ROOT, '../target/debug/hub');
-const CONFIG = resolve(WEB_ROOT, '../config/default.toml');
-const API_KEY = 'dev-api-key-change-me-0123456789';
 /** Failure guard for one wait; generous for a loaded 2-core machine. */
 const GUARD_MS = 30_000;
 const TEST_TIMEOUT_MS = 180_000;
 
+let tmp;
 let hub;
 let base;
 let browser;
-
-/**
- * The hub's environment: ours without HUB_BIN (the hub reads every other HUB_* variable as a
- * config key and refuses to start on one it does not know), with HUB_LOG defaulting to warn.
- */
-function hubEnv() {
-  const env = { ...process.env, HUB_LOG: process.env.HUB_LOG ?? 'warn' };
-  delete env.HUB_BIN;
-  return env;
-}
-
-/** Starts the hub and resolves with its address once it prints `hub listening on ADDR`. */
-function startHub() {
-  if (!existsSync(HUB_BIN)) {
-    throw new Error(`hub binary not found at ${HUB_BIN}: run \`cargo build\` in the repository root or set HUB_BIN`);
-  }
-  const child = spawn(
-    HUB_BIN,
-    ['--config', CONFIG, '--listen', '127.0.0.1:0', '--set', `web_root=${JSON.stringify(WEB_ROOT)}`],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: hubEnv() },
-  );
-  return new Promise((resolveAddr, reject) => {
-    const guard = setTimeout(() => reject(new Error('hub did not report its address in time')), GUARD_MS);
-    child.once('error', (e) => (clearTimeout(guard), reject(e)));
-    child.once('exit', (code) => (clearTimeout(guard), reject(new Error(`hub exited early with ${code}`))));
-    // Reading every line also keeps the pipe drained, so the hub never blocks on stdout.
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const m = /^hub listening on (\S+)/.exec(line);
-      if (m) {
-        clearTimeout(guard);
-        child.removeAllListeners('exit');
-        resolveAddr({ child, addr: m[1] });
-      }
-    });
-  });
-}
-
-async function stopHub() {
-  if (!hub || hub.child.exitCode !== null) return;
-  const exited = new Promise((r) => hub.child.once('exit', r));
-  process.kill(hub.child.pid, 'SIGTERM');
-  const guard = setTimeout(() => hub.child.exitCode === null && process.kill(hub.child.pid, 'SIGKILL'), GUARD_MS);
-  await exited;
-  clearTimeout(guard);
-}
 
 /** Calls the server API. */
 async function api(method, path, body) {
@@ -113,14 +64,16 @@ function waitForEvent(page, type, fields = {}) {
 }
 
 before(async () => {
-  hub = await startHub();
-  base = `http://${hub.addr}`;
+  tmp = mkdtempSync(join(tmpdir(), 'hub-browser-test-'));
+  hub = await startHub(tmp, GUARD_MS);
+  base = hub.base;
   browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  await stopHub();
+  await stopHub(hub, GUARD_MS);
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
 test('two users on the lobby: publications reach both, presence and join show both', { timeout: TEST_TIMEOUT_MS }, async () => {

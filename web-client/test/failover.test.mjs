@@ -11,127 +11,23 @@
 // failure.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { launchChromium } from './chromium.mjs';
+import { API_KEY, killProcess, startNode, startRedis, stopProcess } from './hub-process.mjs';
 
-const WEB_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const HUB_BIN = process.env.HUB_BIN ? resolve(process.env.HUB_BIN) : resolve(WEB_ROOT, '../target/debug/hub');
-const REDIS_SERVER = process.env.REDIS_SERVER_BIN || 'redis-server';
-const CONFIG = resolve(WEB_ROOT, '../config/default.toml');
-const API_KEY = 'dev-api-key-change-me-0123456789';
 /** Failure guard for one wait; generous for a loaded 2-core machine. */
 const GUARD_MS = 30_000;
 const TEST_TIMEOUT_MS = 180_000;
 
-/** Every process this file starts, so that they are all ended, even if the test run dies. */
-const children = new Set();
 let tmp;
 let redis;
 let nodeA;
 let nodeB;
 let browser;
-
-process.on('exit', () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGKILL');
-});
-
-/**
- * Spawns `cmd` and resolves with `{child, match}` once a stdout line matches `pattern`. stdout is
- * read to the end, so the child never blocks on a full pipe.
- */
-function startProcess(name, cmd, args, pattern, env = process.env) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return new Promise((resolveStart, reject) => {
-    const guard = setTimeout(() => reject(new Error(`${name} did not get ready in time`)), GUARD_MS);
-    child.once('error', (e) => {
-      clearTimeout(guard);
-      reject(e.code === 'ENOENT' ? new Error(`${name}: ${cmd} not found: ${e.message}`) : e);
-    });
-    const early = (code, signal) => (clearTimeout(guard), reject(new Error(`${name} exited early (${code ?? signal})`)));
-    child.once('exit', early);
-    let started = false;
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = started ? null : pattern.exec(line);
-      if (match) {
-        started = true;
-        clearTimeout(guard);
-        child.off('exit', early);
-        resolveStart({ child, match });
-      }
-    });
-  });
-}
-
-/** Ends a child by its PID (`signal`, then SIGKILL after the guard time) and waits for it. */
-async function stopProcess(child, signal = 'SIGTERM') {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  process.kill(child.pid, signal);
-  const guard = setTimeout(() => child.exitCode === null && process.kill(child.pid, 'SIGKILL'), GUARD_MS);
-  await exited;
-  clearTimeout(guard);
-}
-
-/** A loopback port nothing listens on now (the Rust tests' harness does the same). */
-function freePort() {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolvePort(port));
-    });
-  });
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--logfile', ''];
-  try {
-    const { child } = await startProcess('redis-server', REDIS_SERVER, args, /Ready to accept connections/);
-    return { child, url: `redis://127.0.0.1:${port}` };
-  } catch (e) {
-    throw new Error(
-      `cannot start redis-server (${e.message}). This test needs a real Redis: install it ` +
-        '(apt-get install redis-server; .ci/run does) or set REDIS_SERVER_BIN.',
-    );
-  }
-}
-
-/** The hub reads HUB_* variables as config keys and refuses unknown ones such as HUB_BIN. */
-function hubEnv() {
-  const env = { ...process.env, HUB_LOG: process.env.HUB_LOG ?? 'warn' };
-  delete env.HUB_BIN;
-  return env;
-}
-
-/** Starts a cluster node named `id` on the test's Redis, with its own SQLite store. */
-async function startNode(id) {
-  if (!existsSync(HUB_BIN)) {
-    throw new Error(`hub binary not found at ${HUB_BIN}: run \`cargo build\` in the repository root or set HUB_BIN`);
-  }
-  const set = [
-    `web_root=${JSON.stringify(WEB_ROOT)}`,
-    `node_id=${JSON.stringify(id)}`,
-    'cluster.mode="redis"',
-    `cluster.redis_urls=[${JSON.stringify(redis.url)}]`,
-    `store.url=${JSON.stringify(`sqlite://${join(tmp, `${id}.db`)}`)}`,
-  ];
-  const args = ['--config', CONFIG, '--listen', '127.0.0.1:0', ...set.flatMap((s) => ['--set', s])];
-  const { child, match } = await startProcess(`hub ${id}`, HUB_BIN, args, /^hub listening on (\S+)/, hubEnv());
-  const addr = match[1];
-  return { id, child, base: `http://${addr}`, ws: `ws://${addr}/ws` };
-}
 
 /** Publishes through `node`'s server API. */
 async function publish(node, channel, data) {
@@ -152,17 +48,17 @@ async function waitForPubs(page, channel, n) {
 
 before(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'hub-failover-'));
-  redis = await startRedis();
-  nodeA = await startNode('node-a');
-  nodeB = await startNode('node-b');
+  redis = await startRedis(GUARD_MS);
+  nodeA = await startNode(tmp, GUARD_MS, 'node-a', redis.url);
+  nodeB = await startNode(tmp, GUARD_MS, 'node-b', redis.url);
   browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  await stopProcess(nodeA?.child);
-  await stopProcess(nodeB?.child);
-  await stopProcess(redis?.child);
+  await stopProcess(nodeA?.child, GUARD_MS);
+  await stopProcess(nodeB?.child, GUARD_MS);
+  await stopProcess(redis?.child, GUARD_MS);
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -193,9 +89,7 @@ test('the node under a page dies: the SDK fails over to the other node and resum
     for (; seq < streamEnd; ) await publish(nodeB, channel, { seq: ++seq });
   })();
   await waitForPubs(page, channel, 8);
-  const aGone = new Promise((r) => nodeA.child.once('exit', r));
-  nodeA.child.kill('SIGKILL');
-  await aGone;
+  await killProcess(nodeA.child);
   await stream;
   // And right after A's death, before the page can be back (usually: nothing asserts on it).
   for (; seq < 50; ) await publish(nodeB, channel, { seq: ++seq });
