@@ -14,9 +14,8 @@ import { after, before, test } from 'node:test';
 
 import { launchChromium } from './chromium.mjs';
 
-import { startHub, stopHub } from './hub-process.mjs';
+import { API_KEY, startHub, stopHub } from './hub-process.mjs';
 
-const API_KEY = 'dev-api-key-change-me-0123456789';
 /** Failure guard for one wait; generous for a loaded 2-core machine. */
 const GUARD_MS = 30_000;
 const TEST_TIMEOUT_MS = 180_000;

@@ -108,6 +108,20 @@ export async function trackOf(page, user, kind) {
   return page.$eval(`.tile[data-user="${user}"]`, (el, a) => el.dataset[a], attr);
 }
 
+/**
+ * Waits until `page` decodes `user`'s camera now: the frames its current receiver of that track
+ * decoded grow between two reads (read afresh, not from the sampled `rec.stats`, so a track of an
+ * earlier session cannot stand in). Returns the room track id.
+ */
+export async function decodingNow(page, user) {
+  const id = await trackOf(page, user, 'video');
+  const decoded = (t) => page.evaluate(async (track) => (await window.meetingDemo.meeting.trackStats(track))?.framesDecoded ?? 0, t);
+  await until(page, async (t) => ((await window.meetingDemo.meeting.trackStats(t))?.framesDecoded ?? 0) > 0, id);
+  const first = await decoded(id);
+  await until(page, async ([t, n]) => ((await window.meetingDemo.meeting.trackStats(t))?.framesDecoded ?? 0) > n, [id, first]);
+  return id;
+}
+
 export async function closeAll(pages) {
   for (const p of pages) {
     await p.evaluate(() => clearInterval(window.rec?.timer)).catch(() => {});
