@@ -305,8 +305,9 @@ async fn a_room_whose_node_dies_starts_again_on_a_live_node() {
     assert_eq!(reply["role"], "host");
     hal.ok(json!({ "op": "meeting.lock", "room": "durable", "locked": true })).await;
     assert_eq!(event(&mut hal, "room:durable", "lock_changed").await["locked"], true);
-    let mut dora = joined(&one, "dora", "solo:host").await;
+    let mut dora = joined(&one, "dora", "solo:host,spare:host").await;
     assert_eq!(dora.ok(join("solo")).await["node"], dead);
+    assert_eq!(dora.ok(join("spare")).await["node"], dead);
 
     one.kill();
     drop(dora);
@@ -337,6 +338,8 @@ async fn a_room_whose_node_dies_starts_again_on_a_live_node() {
         two.api_get("/nodes").await.1["nodes"].as_array().map(Vec::len) == Some(1)
     })
     .await;
+    // The API answers for a room of the dead node at once: there is no such room any more.
+    assert_eq!(two.api_get("/rooms/spare").await.0, 404);
     let mut dora = joined(&two, "dora", "solo:host").await;
     let solo = dora.ok(join("solo")).await;
     assert_eq!((&solo["node"], solo["role"].as_str()), (&live, Some("host")));

@@ -372,6 +372,11 @@ impl Meetings {
         let Some(home) = self.homes.lookup(id, &self.node.id).await?.filter(|h| **h != *self.node.id) else {
             return Ok(None);
         };
+        if !self.alive(&home).await {
+            // Lost with its node: no room until someone joins again.
+            self.homes.forget_lost(id, &home).await;
+            return Ok(None);
+        }
         let (rid, rx) = self.pending.open(&home);
         self.outbound.send(&home, Rpc::Api { id: rid, room: id.clone(), input });
         let data = self.pending.wait(rid, rx).await?;
