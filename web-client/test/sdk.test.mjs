@@ -101,6 +101,36 @@ test('resume delivers missed publications once, in order, then live ones', async
   hub.disconnect();
 });
 
+test('after a reconnect, subscriptions are sent once, those made by a connected listener too', GUARD, async () => {
+  const hub = client();
+  hub.connect();
+  let sock = await sockets.next();
+  await sock.accept();
+  hub.subscribe('news');
+  let req = await sock.next();
+  sock.reply(req.id, { recovered: false });
+
+  // A listener that subscribes on every connect (as the meeting client does when it rejoins).
+  let joined = null;
+  hub.on('connected', () => {
+    if (!joined) joined = hub.subscribe('room:r');
+  });
+  hub._testDropSocket();
+  sock = await sockets.next();
+  await sock.accept();
+  const sent = [await sock.next(), await sock.next()];
+  assert.deepEqual(sent.map((f) => `${f.op} ${f.channel}`).sort(), ['subscribe news', 'subscribe room:r']);
+  for (const f of sent) sock.reply(f.id, { recovered: false });
+  await joined.ready;
+  // Nothing more was sent: a ping is the next frame.
+  const ping = hub.ping();
+  const next = await sock.next();
+  assert.equal(next.op, 'ping');
+  sock.reply(next.id, {});
+  await ping;
+  hub.disconnect();
+});
+
 test('an unrecoverable gap calls onRefetch and restarts from the new position', async () => {
   const hub = client();
   const got = [];
