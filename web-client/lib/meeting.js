@@ -541,7 +541,8 @@ export class MeetingClient extends Emitter {
         if (d.user === this.user) {
           if (d.reason === 'removed') this._onRemoved(undefined);
           // This user joined again from another connection (another tab), which took its place.
-          else if (d.reason === 'replaced') this._finish('left', { reason: 'replaced' });
+          // The joining session hears it too (before its join reply): it is the one that stays.
+          else if (d.reason === 'replaced' && this.state === 'joined') this._finish('left', { reason: 'replaced' });
           return;
         }
         this._people.delete(d.user);

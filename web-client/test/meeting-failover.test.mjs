@@ -106,7 +106,7 @@ test('the node holding the room dies: both pages rejoin, the room starts on the 
   await closeAll([alice, bob]);
 });
 
-test('a page whose socket drops takes its own place in the room again', { timeout: TEST_TIMEOUT_MS }, async () => {
+test('a page whose socket drops takes its own place in the room again; a second tab takes it over', { timeout: TEST_TIMEOUT_MS }, async () => {
   const room = 'steady';
   const alice = await openMeeting(browser, nodeB.base, 'alice', room);
   const bob = await openMeeting(browser, nodeB.base, 'bob', room);
@@ -119,6 +119,15 @@ test('a page whose socket drops takes its own place in the room again', { timeou
   assert.deepEqual(usersIn(await api(nodeB, 'GET', `/rooms/${room}`)), ['alice', 'bob'], 'alice is in once');
   const bobStates = await bob.evaluate(() => window.rec.events.filter((e) => e.type === 'state').map((e) => e.state));
   assert.deepEqual(bobStates, [], 'bob stayed joined throughout (no state change after he joined)');
-  assertNoPageErrors([alice, bob]);
-  await closeAll([alice, bob]);
+
+  // Alice opens the meeting in a second tab: it takes her place, the first tab's meeting ends.
+  const second = await openMeeting(browser, nodeB.base, 'alice', room);
+  await until(alice, () => window.rec.events.some((e) => e.type === 'state' && e.state === 'left' && e.reason === 'replaced'));
+  await decodingNow(bob, 'alice');
+  await decodingNow(second, 'bob');
+  assert.deepEqual(usersIn(await api(nodeB, 'GET', `/rooms/${room}`)), ['alice', 'bob'], 'alice is in once');
+  const firstTab = await alice.evaluate(() => window.rec.events.filter((e) => e.type === 'state').map((e) => e.state));
+  assert.equal(firstTab.at(-1), 'left', `the first tab does not rejoin: ${firstTab}`);
+  assertNoPageErrors([alice, bob, second]);
+  await closeAll([alice, bob, second]);
 });
