@@ -382,3 +382,41 @@ async fn joining_again_from_another_socket_replaces_the_old_session() {
     // The same socket joining twice is still an error.
     assert_eq!(new.err(join("twice")).await, "already_joined");
 }
+
+/// Redis restarted empty under a room that spans two nodes: the participant on the far node is
+/// not told the room was lost, and the home writes its directory entry again, so a later join
+/// from the far node still reaches the same room (not a second room of the same id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spanning_room_outlives_redis_restarting_empty() {
+    let mut redis = RedisServer::start();
+    let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[]);
+    let (one, two) = (node(1), node(2));
+    let mut hal = joined(&one, "hal", "steady:host").await;
+    let home = hal.ok(join("steady")).await["node"].clone();
+    let mut bob = joined(&two, "bob", "steady:participant").await;
+    assert_eq!(bob.ok(join("steady")).await["node"], home);
+
+    redis.restart();
+    eventually("the registry lists both nodes again", || async {
+        two.api_get("/nodes").await.1["nodes"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let key = "hub:room-home:{steady}";
+    eventually("the home writes its key again", || async {
+        let Ok(client) = redis::Client::open(redis.url()) else { return false };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
+        let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap_or(None);
+        value.as_deref() == home.as_str()
+    })
+    .await;
+
+    let mut carol = joined(&two, "carol", "steady:participant").await;
+    let reply = carol.ok(join("steady")).await;
+    assert_eq!(reply["node"], home, "the same room");
+    assert_eq!(reply["room"]["participants"].as_array().unwrap().len(), 3);
+    // Bob is still in it, on its channel.
+    bob.ok(json!({ "op": "meeting.raise_hand", "room": "steady" })).await;
+    assert_eq!(event(&mut bob, "room:steady", "hand_raised").await["user"], "bob");
+    assert!(!bob.pushes.iter().any(|p| p["event"] == "room_ended"), "{:?}", bob.pushes);
+    assert_eq!(event(&mut hal, "room:steady", "hand_raised").await["user"], "bob");
+}

@@ -39,6 +39,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a room's saved options outlive their last refresh: the time its participants have
 /// to join again on another node and find the room as it was.
 pub const SPEC_TTL: Duration = Duration::from_secs(600);
+/// Sets KEYS[1] to ARGV[1] with expiry ARGV[2] ms when it holds ARGV[1] or nothing.
+const KEEP_HOME: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v == false or v == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end \
+    return 0";
 /// Deletes KEYS[1] when it holds ARGV[1].
 const COMPARE_AND_DELETE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -224,15 +228,17 @@ impl Homes {
         link.query(redis::cmd("GET").arg(Self::key(link, room))).await
     }
 
-    /// Keeps the home keys (and saved options) of the rooms held here alive.
-    pub async fn refresh(&self, rooms: &[RoomId]) {
+    /// Keeps the home keys (and saved options) of the rooms held here alive. A home key that is
+    /// gone (Redis restarted empty) is written again, unless another node claimed the id meanwhile.
+    pub async fn refresh(&self, rooms: &[RoomId], me: &str) {
         let Homes::Redis(link) = self else { return };
         if rooms.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
         for room in rooms {
-            pipe.cmd("PEXPIRE").arg(Self::key(link, room)).arg(HOME_TTL.as_millis() as u64).ignore();
+            pipe.cmd("EVAL").arg(KEEP_HOME).arg(1).arg(Self::key(link, room)).arg(me).arg(HOME_TTL.as_millis() as u64);
+            pipe.ignore();
             pipe.cmd("PEXPIRE").arg(Self::spec_key(link, room)).arg(SPEC_TTL.as_millis() as u64).ignore();
         }
         if let Err(e) = link.query_pipe(&pipe).await {

@@ -232,7 +232,7 @@ impl Meetings {
             ticks += 1;
             if ticks.is_multiple_of(HOME_REFRESH_TICKS) {
                 let ids: Vec<RoomId> = slots.iter().map(|(id, _)| id.clone()).collect();
-                self.homes.refresh(&ids).await;
+                self.homes.refresh(&ids, &self.node.id).await;
             }
             let now = now_ms();
             for (id, slot) in slots {
@@ -253,6 +253,11 @@ impl Meetings {
         if matches!(self.homes, Homes::Single) {
             return;
         }
+        // A home missing from the registry is lost once it has been missing for half a node ttl:
+        // longer than a heartbeat's period, so that a registry Redis lost (restarted empty) is told
+        // again by every live node before any is judged.
+        let grace = self.node.config.cluster.node_ttl / 2;
+        let mut missing: HashMap<Arc<str>, tokio::time::Instant> = HashMap::new();
         let mut every = ticker(HOME_WATCH_INTERVAL);
         while self.tick(&mut every).await {
             let mut homes: Vec<Arc<str>> = self
@@ -261,15 +266,23 @@ impl Meetings {
                 .flat_map(|j| j.value().iter().map(|r| r.home.clone()).collect::<Vec<_>>())
                 .filter(|home| **home != *self.node.id)
                 .collect();
+            homes.sort();
+            homes.dedup();
+            missing.retain(|home, _| homes.contains(home));
             if homes.is_empty() {
                 continue;
             }
-            homes.sort();
-            homes.dedup();
-            // Without the registry (Redis away) nothing can be judged: wait.
-            let Ok(nodes) = self.registry.nodes().await else { continue };
+            let Some(nodes) = self.live_nodes().await else { continue };
+            let now = tokio::time::Instant::now();
             for home in homes {
-                if !nodes.iter().any(|n| *n.id == *home && !n.draining) {
+                let draining = nodes.iter().any(|n| *n.id == *home && n.draining);
+                if nodes.iter().any(|n| *n.id == *home && !n.draining) {
+                    missing.remove(&home);
+                    continue;
+                }
+                let since = *missing.entry(home.clone()).or_insert(now);
+                if draining || now.duration_since(since) >= grace {
+                    missing.remove(&home);
                     self.home_lost(&home).await;
                 }
             }
@@ -312,10 +325,18 @@ impl Meetings {
 
     /// Whether `node` is in the registry and not draining (true when the registry cannot say).
     async fn alive(&self, node: &str) -> bool {
-        match self.registry.nodes().await {
-            Ok(nodes) => nodes.iter().any(|n| n.id == node && !n.draining),
-            Err(_) => true,
+        match self.live_nodes().await {
+            Some(nodes) => nodes.iter().any(|n| n.id == node && !n.draining),
+            None => true,
         }
+    }
+
+    /// The registry's nodes, when it can be trusted to know who is alive: it answers, and lists
+    /// this node. (Redis away, or restarted empty and not yet told again by every node's
+    /// heartbeat, would make every other node look lost.)
+    async fn live_nodes(&self) -> Option<Vec<crate::registry::NodeInfo>> {
+        let nodes = self.registry.nodes().await.ok()?;
+        nodes.iter().any(|n| *n.id == *self.node.id).then_some(nodes)
     }
 
     /// Waits for the next tick of `every`; false once the node shuts down.
