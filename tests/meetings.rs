@@ -391,6 +391,7 @@ async fn a_spanning_room_outlives_redis_restarting_empty() {
     let mut redis = RedisServer::start();
     let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[]);
     let (one, two) = (node(1), node(2));
+    assert_eq!(one.api_post("/rooms", json!({ "id": "steady", "name": "Steady" })).await.0, 201);
     let mut hal = joined(&one, "hal", "steady:host").await;
     let home = hal.ok(join("steady")).await["node"].clone();
     let mut bob = joined(&two, "bob", "steady:participant").await;
@@ -401,12 +402,17 @@ async fn a_spanning_room_outlives_redis_restarting_empty() {
         two.api_get("/nodes").await.1["nodes"].as_array().map(Vec::len) == Some(2)
     })
     .await;
-    let key = "hub:room-home:{steady}";
-    eventually("the home writes its key again", || async {
-        let Ok(client) = redis::Client::open(redis.url()) else { return false };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
-        let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap_or(None);
-        value.as_deref() == home.as_str()
+    let get = |key: &'static str| {
+        let url = redis.url();
+        async move {
+            let client = redis::Client::open(url).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut conn).await.ok()?
+        }
+    };
+    eventually("the home writes its keys again", || async {
+        let spec = get("hub:room-spec:{steady}").await.unwrap_or_default();
+        get("hub:room-home:{steady}").await.as_deref() == home.as_str() && spec.contains("Steady")
     })
     .await;
 

@@ -228,7 +228,7 @@ impl Homes {
         link.query(redis::cmd("GET").arg(Self::key(link, room))).await
     }
 
-    /// Keeps the home keys (and saved options) of the rooms held here alive. A home key that is
+    /// Keeps the home keys of the rooms held here alive. A home key that is
     /// gone (Redis restarted empty) is written again, unless another node claimed the id meanwhile.
     pub async fn refresh(&self, rooms: &[RoomId], me: &str) {
         let Homes::Redis(link) = self else { return };
@@ -239,7 +239,6 @@ impl Homes {
         for room in rooms {
             pipe.cmd("EVAL").arg(KEEP_HOME).arg(1).arg(Self::key(link, room)).arg(me).arg(HOME_TTL.as_millis() as u64);
             pipe.ignore();
-            pipe.cmd("PEXPIRE").arg(Self::spec_key(link, room)).arg(SPEC_TTL.as_millis() as u64).ignore();
         }
         if let Err(e) = link.query_pipe(&pipe).await {
             tracing::warn!(error = %e, "room homes not refreshed");
@@ -274,9 +273,9 @@ impl Homes {
         link.key("room-spec", room.as_str())
     }
 
-    /// Keeps rooms' options for [`SPEC_TTL`] (refreshed with their home keys), for restarting
-    /// them elsewhere if this node is lost. Saved at creation through the server API and
-    /// whenever a room's lock changes (`locked` is then the current lock).
+    /// Keeps rooms' options for [`SPEC_TTL`], for restarting them elsewhere if this node is lost.
+    /// Written at creation through the server API, whenever a room's lock changes, and with each
+    /// refresh of the home keys (`locked` is the current lock).
     pub async fn save(&self, specs: &[RoomOptions]) {
         let Homes::Redis(link) = self else { return };
         if specs.is_empty() {

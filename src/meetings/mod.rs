@@ -76,17 +76,23 @@ struct Entry {
     /// The socket whose session a join from another socket is replacing, while that is handled
     /// (what its `Detach` reason `Replaced` applies to).
     replaced: Option<Member>,
+    /// Whether the room's options are kept in the cluster for restarting it elsewhere (created
+    /// through the API, started again from kept options, or locked or unlocked once).
+    saved: bool,
     media: RoomMedia,
 }
 
 impl Entry {
-    fn new(room: Room) -> Slot {
-        Arc::new(tokio::sync::Mutex::new(Entry {
-            room,
-            conns: HashMap::new(),
-            replaced: None,
-            media: RoomMedia::default(),
-        }))
+    fn new(room: Room, saved: bool) -> Slot {
+        let entry = Entry { room, conns: HashMap::new(), replaced: None, saved, media: RoomMedia::default() };
+        Arc::new(tokio::sync::Mutex::new(entry))
+    }
+
+    /// What is kept to restart the room elsewhere: its options, with its current lock.
+    fn spec(&self) -> RoomOptions {
+        let mut spec = self.room.options().clone();
+        spec.locked = self.room.is_locked();
+        spec
     }
 }
 
@@ -230,11 +236,13 @@ impl Meetings {
         while self.tick(&mut every).await {
             let slots = self.slots();
             ticks += 1;
-            if ticks.is_multiple_of(HOME_REFRESH_TICKS) {
+            let refresh = ticks.is_multiple_of(HOME_REFRESH_TICKS);
+            if refresh {
                 let ids: Vec<RoomId> = slots.iter().map(|(id, _)| id.clone()).collect();
                 self.homes.refresh(&ids, &self.node.id).await;
             }
             let now = now_ms();
+            let mut specs = Vec::new();
             for (id, slot) in slots {
                 let mut entry = slot.lock().await;
                 if entry.room.next_timeout().is_some_and(|at| at <= now) {
@@ -242,7 +250,12 @@ impl Meetings {
                         tracing::warn!(room = %id, error = %e, "room tick failed");
                     }
                 }
+                if refresh && entry.saved && entry.room.ended().is_none() {
+                    specs.push(entry.spec());
+                }
             }
+            // Written again (not only extended): a Redis restarted empty has them back in 10 s.
+            self.homes.save(&specs).await;
         }
     }
 
@@ -365,7 +378,7 @@ impl Meetings {
             dashmap::Entry::Vacant(v) => {
                 let room = Room::new(options.clone(), now_ms());
                 let snapshot = room.snapshot();
-                v.insert(Entry::new(room));
+                v.insert(Entry::new(room, true));
                 metrics::counter!("hub_meeting_rooms_created_total").increment(1);
                 self.homes.save(&[options]).await;
                 Ok(snapshot)
@@ -536,7 +549,8 @@ impl Meetings {
                 if saved.is_some() {
                     metrics::counter!("hub_meeting_rooms_restarted_total").increment(1);
                 }
-                Entry::new(Room::new(saved.unwrap_or_else(|| RoomOptions::new(id.clone())), now_ms()))
+                let restarted = saved.is_some();
+                Entry::new(Room::new(saved.unwrap_or_else(|| RoomOptions::new(id.clone())), now_ms()), restarted)
             })
             .clone();
         let mut entry = slot.lock().await;
@@ -718,9 +732,8 @@ impl Meetings {
             self.homes.release(id, &self.node.id).await;
         } else if entry.room.is_locked() != locked {
             // What is kept to restart the room elsewhere follows its lock.
-            let mut spec = entry.room.options().clone();
-            spec.locked = !locked;
-            self.homes.save(&[spec]).await;
+            entry.saved = true;
+            self.homes.save(&[entry.spec()]).await;
         }
         Ok(Done { reply })
     }
