@@ -176,9 +176,10 @@ pub async fn run_with(
     tokio::spawn(meetings.clone().run_timers());
     tokio::spawn(meetings.clone().run_home_watch());
     tokio::spawn(meetings.clone().run_layers());
-    tokio::spawn(meetings.run_speakers());
+    tokio::spawn(meetings.clone().run_speakers());
     tracing::info!(addr = %listener.local_addr()?, node = %node.id, "hub listening");
     let drain_node = node.clone();
+    let drain_meetings = meetings.clone();
     // Small real-time frames go out at once; the session coalesces what is queued itself.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
@@ -188,6 +189,8 @@ pub async fn run_with(
             shutdown.await;
             tracing::info!("shutting down: closing sockets with 4000");
             drain_node.shutdown.cancel();
+            // Before the sockets go: participants everywhere are told to join again elsewhere.
+            drain_meetings.stop().await;
             drain_node.close_all(CloseReason::Shutdown);
         })
         .await?;

@@ -43,6 +43,9 @@ impl NodeInfo {
 #[async_trait]
 pub trait Registry: Send + Sync {
     async fn nodes(&self) -> Result<Vec<NodeInfo>, HubError>;
+
+    /// Announces this node now (at shutdown: as draining) instead of at its next heartbeat.
+    async fn announce_now(&self) {}
 }
 
 /// A single node's registry: itself.

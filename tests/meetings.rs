@@ -426,3 +426,34 @@ async fn a_spanning_room_outlives_redis_restarting_empty() {
     assert!(!bob.pushes.iter().any(|p| p["event"] == "room_ended"), "{:?}", bob.pushes);
     assert_eq!(event(&mut hal, "room:steady", "hand_raised").await["user"], "bob");
 }
+
+/// A node holding a room shuts down (SIGTERM): before its sockets close it marks itself draining
+/// and ends the room with `node_lost` on the room's channel (an offset: the home said it, not the
+/// far node's watch, which a long node ttl keeps quiet here), so a participant on another node
+/// joins again at once and the room starts there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_node_shuts_down_ends_with_node_lost_for_everyone() {
+    let redis = RedisServer::start();
+    let ttl = "cluster.node_ttl=\"60s\"";
+    let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[ttl]);
+    let (mut one, two) = (node(1), node(2));
+    let mut hal = joined(&one, "hal", "deploy:host").await;
+    let home = hal.ok(join("deploy")).await["node"].clone();
+    let mut bob = joined(&two, "bob", "deploy:participant").await;
+    let live = bob.connect_reply["node"].clone();
+    assert_eq!(bob.ok(join("deploy")).await["node"], home);
+
+    let stopping = tokio::task::spawn_blocking(move || one.terminate());
+    let ended = loop {
+        let p = bob.next_of("push", "room:deploy").await;
+        if p["event"] == "room_ended" {
+            break p;
+        }
+    };
+    assert_eq!(ended["data"], json!({ "reason": "node_lost" }));
+    assert!(ended["offset"].is_u64(), "published by the home on the room's channel: {ended}");
+    let again = bob.ok(join("deploy")).await;
+    assert_eq!((&again["node"], again["room"]["participants"].as_array().map(Vec::len)), (&live, Some(1)));
+    assert_eq!(stopping.await.unwrap(), Some(0), "a clean exit");
+    drop(hal);
+}

@@ -99,6 +99,9 @@ pub enum Input {
     End {
         by: Option<UserId>,
     },
+    /// The node holding the room is shutting down: the room ends with reason `NodeLost`, so that
+    /// its participants join again (on another node) at once.
+    NodeStopping,
     RaiseHand {
         user: UserId,
     },

@@ -111,7 +111,7 @@ pub enum EndReason {
     Expired,
     /// It stayed empty for `empty_timeout_ms`.
     Empty,
-    /// The node holding it died or shut down (a cluster's other nodes tell their sockets; the
-    /// room itself never produces it). Joining again starts the room afresh on a live node.
+    /// The node holding it shut down (`Input::NodeStopping`) or died (then a cluster's other
+    /// nodes tell their sockets). Joining again starts the room afresh on a live node.
     NodeLost,
 }

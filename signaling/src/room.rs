@@ -215,6 +215,7 @@ impl Room {
                 let reason = if by.is_some() { EndReason::Host } else { EndReason::Api };
                 self.end(reason, by, &mut out);
             }
+            Input::NodeStopping => self.end(EndReason::NodeLost, None, &mut out),
             Input::RaiseHand { user } => {
                 let i = self.member(&user)?;
                 if self.participants[i].hand.is_none() {

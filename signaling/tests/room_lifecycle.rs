@@ -209,6 +209,17 @@ fn the_api_ends_a_room() {
 }
 
 #[test]
+fn a_stopping_node_ends_its_rooms_as_lost() {
+    let mut room = room();
+    join(&mut room, "bob", Role::Participant);
+    let out = ok(&mut room, Input::NodeStopping, 0);
+    assert_eq!(out[0], Output::Broadcast(RoomEvent::RoomEnded { reason: EndReason::NodeLost, by: None }));
+    assert!(out.contains(&Output::Detach { user: u("bob"), reason: LeaveReason::Ended }), "{out:?}");
+    assert_eq!(out.last(), Some(&Output::Media(MediaCommand::CloseRoom)));
+    assert_eq!(room.handle(Input::NodeStopping, 0), Err(RoomError::RoomEnded));
+}
+
+#[test]
 fn hands_go_up_in_order_and_hosts_can_lower_them() {
     let mut room = room();
     for (user, role) in [("alice", Role::Host), ("bob", Role::Participant), ("carol", Role::Viewer)] {

@@ -18,12 +18,15 @@ use crate::{
 
 pub struct RedisRegistry {
     link: Arc<RedisLink>,
+    node: Weak<Node>,
+    address: String,
+    ttl: Duration,
 }
 
 impl RedisRegistry {
     /// Starts heartbeats for `node` and returns the registry.
     pub fn start(link: Arc<RedisLink>, node: &Arc<Node>, address: String, ttl: Duration) -> Arc<RedisRegistry> {
-        let registry = Arc::new(RedisRegistry { link });
+        let registry = Arc::new(RedisRegistry { link, node: Arc::downgrade(node), address: address.clone(), ttl });
         tokio::spawn(heartbeat(Arc::downgrade(&registry), Arc::downgrade(node), address, ttl));
         registry
     }
@@ -69,6 +72,14 @@ impl Registry for RedisRegistry {
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
+    }
+
+    async fn announce_now(&self) {
+        let Some(node) = self.node.upgrade() else { return };
+        let info = NodeInfo::of(&node, &self.address, 0.0);
+        if let Err(e) = self.announce(&info, self.ttl).await {
+            tracing::warn!(error = %e, "node announcement failed");
+        }
     }
 }
 

@@ -259,9 +259,24 @@ impl Meetings {
         }
     }
 
+    /// The node is shutting down: every room held here ends with reason `node_lost` (published
+    /// on its channel, so its participants on every node hear it and join again elsewhere), and
+    /// its id is free at once.
+    pub async fn stop(&self) {
+        // Draining in the registry first: a participant told below joins again at once, and its
+        // node must already know not to send it here.
+        self.registry.announce_now().await;
+        for (id, slot) in self.slots() {
+            let mut entry = slot.lock().await;
+            if let Err(e) = self.apply(&id, &mut entry, Input::NodeStopping, now_ms()).await {
+                tracing::debug!(room = %id, error = %e, "room not ended at shutdown");
+            }
+        }
+    }
+
     /// Watches the nodes holding rooms this node's sockets joined, every [`HOME_WATCH_INTERVAL`],
-    /// until the node shuts down: when one drops out of `registry` (died) or drains (shuts
-    /// down), its rooms are lost — see [`Meetings::home_lost`].
+    /// until the node shuts down: when one drops out of the registry (died), its rooms are lost —
+    /// see [`Meetings::home_lost`]. (One that shuts down ends its rooms itself.)
     pub async fn run_home_watch(self: Arc<Self>) {
         if matches!(self.homes, Homes::Single) {
             return;
@@ -288,13 +303,13 @@ impl Meetings {
             let Some(nodes) = self.live_nodes().await else { continue };
             let now = tokio::time::Instant::now();
             for home in homes {
-                let draining = nodes.iter().any(|n| *n.id == *home && n.draining);
-                if nodes.iter().any(|n| *n.id == *home && !n.draining) {
+                // A draining home ends its rooms itself ([`Meetings::stop`]).
+                if nodes.iter().any(|n| *n.id == *home) {
                     missing.remove(&home);
                     continue;
                 }
                 let since = *missing.entry(home.clone()).or_insert(now);
-                if draining || now.duration_since(since) >= grace {
+                if now.duration_since(since) >= grace {
                     missing.remove(&home);
                     self.home_lost(&home).await;
                 }
@@ -538,6 +553,9 @@ impl Meetings {
     /// Lets `user` into a room held here (made with the default options if it does not exist),
     /// from the socket `member`.
     async fn admit(&self, id: &RoomId, member: Member, user: UserId, role: Role) -> Result<Value, HubError> {
+        if self.node.shutdown.is_cancelled() {
+            return Err(HubError::new(ErrorCode::Unavailable, "the room's node is shutting down; join again"));
+        }
         // A grant for a room that does not exist creates it: with the options it had on a node
         // that was lost, or the default ones.
         let saved = if self.rooms.contains_key(id) { None } else { self.homes.saved(id).await };
