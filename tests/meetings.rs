@@ -437,6 +437,7 @@ async fn a_room_whose_node_shuts_down_ends_with_node_lost_for_everyone() {
     let ttl = "cluster.node_ttl=\"60s\"";
     let node = |_| Hub::start_node(&redis.url(), &format!("sqlite://{}", temp_path("hub.db").display()), &[ttl]);
     let (mut one, two) = (node(1), node(2));
+    assert_eq!(one.api_post("/rooms", json!({ "id": "deploy", "name": "Deploy" })).await.0, 201);
     let mut hal = joined(&one, "hal", "deploy:host").await;
     let home = hal.ok(join("deploy")).await["node"].clone();
     let mut bob = joined(&two, "bob", "deploy:participant").await;
@@ -454,6 +455,7 @@ async fn a_room_whose_node_shuts_down_ends_with_node_lost_for_everyone() {
     assert!(ended["offset"].is_u64(), "published by the home on the room's channel: {ended}");
     let again = bob.ok(join("deploy")).await;
     assert_eq!((&again["node"], again["room"]["participants"].as_array().map(Vec::len)), (&live, Some(1)));
+    assert_eq!(again["room"]["name"], "Deploy", "started again with its saved options");
     assert_eq!(stopping.await.unwrap(), Some(0), "a clean exit");
     drop(hal);
 }

@@ -1,9 +1,11 @@
 //! Rooms in a cluster: a room lives on one node (its *home*, the node where it was created or first
 //! joined), and the signaling of sockets on other nodes reaches it over the bus.
 //!
-//! - **Home directory** ([`Homes`]): in Redis modes, `SET {prefix}:room-home:{room} <node> NX` with
-//!   an expiry the home refreshes while the room lives ([`HOME_TTL`]); a node that dies loses its
-//!   rooms, and their ids become free once the key lapses. A single node is every room's home.
+//! - **Home directory** ([`Homes`]): in Redis modes, `{prefix}:room-home:{room}` names the node,
+//!   claimed by get-or-set in one script, with an expiry the home refreshes while the room lives
+//!   ([`HOME_TTL`]). A node that is lost loses its rooms; their ids are freed by the nodes that
+//!   notice (or when the key lapses), and their options (`room-spec`) let them start again
+//!   elsewhere. A single node is every room's home.
 //! - **Requests** ([`Rpc::Request`]): the socket's node checks the token's grant, then sends the
 //!   op to the home as a `BusMessage::Node`; the home runs it as it would a local one, with a
 //!   [`Member::Remote`] for the socket, and answers with [`Rpc::Reply`]. The caller waits at most
@@ -39,6 +41,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a room's saved options outlive their last refresh: the time its participants have
 /// to join again on another node and find the room as it was.
 pub const SPEC_TTL: Duration = Duration::from_secs(600);
+/// KEYS[1]'s value; when it has none, sets it to ARGV[1] with expiry ARGV[2] ms and returns that.
+const CLAIM: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v then return v end \
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1]";
 /// Sets KEYS[1] to ARGV[1] with expiry ARGV[2] ms when it holds ARGV[1] or nothing.
 const KEEP_HOME: &str = "local v = redis.call('GET', KEYS[1]) \
     if v == false or v == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end \
@@ -213,13 +219,11 @@ impl Homes {
     /// The room's home, claiming it for `me` when it has none.
     pub async fn claim(&self, room: &RoomId, me: &str) -> Result<String, HubError> {
         let Homes::Redis(link) = self else { return Ok(me.to_string()) };
-        let key = Self::key(link, room);
-        let mut set = redis::cmd("SET");
-        set.arg(&key).arg(me).arg("NX").arg("PX").arg(HOME_TTL.as_millis() as u64);
-        let _: Option<String> = link.query(&set).await?;
-        let home: Option<String> = link.query(redis::cmd("GET").arg(&key)).await?;
-        // Gone between the two calls (expired): ours to take next time; say so now.
-        home.ok_or_else(|| HubError::new(ErrorCode::Unavailable, "the room's home changed; try again"))
+        // One step in Redis: a key freed meanwhile (its node lost) cannot fall between a set and
+        // a read.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM).arg(1).arg(Self::key(link, room)).arg(me).arg(HOME_TTL.as_millis() as u64);
+        link.query(&cmd).await
     }
 
     /// The room's home, if it has one.

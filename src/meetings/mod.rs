@@ -268,6 +268,8 @@ impl Meetings {
         self.registry.announce_now().await;
         for (id, slot) in self.slots() {
             let mut entry = slot.lock().await;
+            // Free before anyone is told: a join that follows the news claims the room elsewhere.
+            self.homes.forget_lost(&id, &self.node.id).await;
             if let Err(e) = self.apply(&id, &mut entry, Input::NodeStopping, now_ms()).await {
                 tracing::debug!(room = %id, error = %e, "room not ended at shutdown");
             }
@@ -745,9 +747,14 @@ impl Meetings {
         for peer in new_peers {
             self.spawn_events(id.clone(), peer);
         }
-        if entry.room.ended().is_some() {
+        if let Some(reason) = entry.room.ended() {
             self.rooms.remove(id);
-            self.homes.release(id, &self.node.id).await;
+            if reason == signaling::EndReason::NodeLost {
+                // To be started again elsewhere: its saved options stay.
+                self.homes.forget_lost(id, &self.node.id).await;
+            } else {
+                self.homes.release(id, &self.node.id).await;
+            }
         } else if entry.room.is_locked() != locked {
             // What is kept to restart the room elsewhere follows its lock.
             entry.saved = true;

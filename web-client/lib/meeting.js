@@ -26,9 +26,14 @@
 // joins (the HubClient only delivers pushes of channels it has a subscription for; the join then
 // finds the socket subscribed already) and drops it when the meeting is over for it.
 
-import { Emitter, HubError } from './util.js';
+import { Emitter, HubError, backoffDelay } from './util.js';
 
 /** Simulcast encodings of a camera, lowest first: the rids the hub's layer choice knows. */
+/** Join failures a rejoin waits out and tries again (a node shutting down, Redis busy). */
+const REJOIN_RETRY = new Set(['unavailable', 'timeout']);
+/** How many times in a row a rejoin is tried again after such failures before giving up. */
+const REJOIN_ATTEMPTS = 6;
+
 const SIMULCAST = [
   { rid: 'q', scale: 4, bitrate: 150_000 },
   { rid: 'h', scale: 2, bitrate: 500_000 },
@@ -129,6 +134,7 @@ export class MeetingClient extends Emitter {
     /** Own tracks to publish again once rejoined. @type {{kind: string, track: MediaStreamTrack, stream: MediaStream, muted: boolean}[]} */
     this._kept = [];
     this._rejoinBusy = false;
+    this._rejoinAttempt = 0;
     this._reset();
     this._offHub = [
       hub.on('disconnected', ({ reconnect }) => {
@@ -280,6 +286,7 @@ export class MeetingClient extends Emitter {
    * @param {'disconnected' | 'node_lost'} reason
    */
   _suspend(reason) {
+    this._rejoinAttempt = 0;
     this._kept.push(...[...this._local.values()].map(({ kind, track, stream, muted }) => ({ kind, track, stream, muted })));
     this._local.clear();
     const removed = this._teardown();
@@ -293,6 +300,7 @@ export class MeetingClient extends Emitter {
     this._rejoinBusy = true;
     try {
       await this._enter(this.room);
+      this._rejoinAttempt = 0;
       const kept = this._kept.splice(0);
       for (const k of kept) {
         if (this.state !== 'joined') {
@@ -308,6 +316,12 @@ export class MeetingClient extends Emitter {
         // The socket went again: the next `connected` tries once more.
         this._teardown();
         this._setState('rejoining', { reason: 'disconnected' });
+      } else if (REJOIN_RETRY.has(e?.code) && this._rejoinAttempt < REJOIN_ATTEMPTS) {
+        // The room's node is going away (or the cluster is busy): try again shortly.
+        const delay = backoffDelay(this._rejoinAttempt++, 250, 4000);
+        this._teardown();
+        this._setState('rejoining', { reason: e.code });
+        setTimeout(() => this.state === 'rejoining' && this.hub.state === 'connected' && this._rejoin(), delay);
       } else {
         this._finish('left', { reason: 'rejoin_failed', code: e?.code });
         this.emit('error', e instanceof HubError ? e : new HubError('internal', String(e?.message ?? e)));

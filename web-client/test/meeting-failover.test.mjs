@@ -110,6 +110,27 @@ test('the node holding the room dies: both pages rejoin, the room starts on the 
   await closeAll([alice, bob]);
 });
 
+test('the node holding the room shuts down (SIGTERM): both pages rejoin on the live node at once', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // A long node ttl: the others would not miss it within the test; only its own shutdown tells.
+  const nodeC = await startNode(tmp, GUARD_MS, 'meet-c', redis.url, ['cluster.node_ttl="120s"']);
+  const room = 'deploy';
+  await api(nodeC, 'POST', '/rooms', { id: room, name: 'Deploy' });
+  const alice = await openMeeting(browser, nodeB.base, 'alice', room);
+  const bob = await openMeeting(browser, nodeB.base, 'bob', room);
+  await decodingNow(bob, 'alice');
+  assert.deepEqual(usersIn(await api(nodeC, 'GET', `/rooms/${room}`)), ['alice', 'bob'], 'the room is on C');
+
+  await stopProcess(nodeC.child, GUARD_MS);
+  for (const page of [alice, bob]) await rejoined(page, 'node_lost');
+  await decodingNow(bob, 'alice');
+  await decodingNow(alice, 'bob');
+  const moved = await api(nodeB, 'GET', `/rooms/${room}`);
+  assert.deepEqual(usersIn(moved), ['alice', 'bob']);
+  assert.equal(moved.name, 'Deploy');
+  assertNoPageErrors([alice, bob]);
+  await closeAll([alice, bob]);
+});
+
 test('a page whose socket drops takes its own place in the room again; a second tab takes it over', { timeout: TEST_TIMEOUT_MS }, async () => {
   const room = 'steady';
   const alice = await openMeeting(browser, nodeB.base, 'alice', room);
