@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { launchChromium } from './chromium.mjs';
-import { API_KEY, startHub, stopHub } from './hub-process.mjs';
+import { callApi, startHub, stopHub } from './hub-process.mjs';
 
 /** Failure guard for one wait; generous for a loaded 2-core machine. */
 const GUARD_MS = 30_000;
@@ -23,15 +23,8 @@ let base;
 let browser;
 
 /** Calls the server API. */
-async function api(method, path, body) {
-  const res = await fetch(`${base}/api/v1${path}`, {
-    method,
-    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await res.json();
-  assert.ok(res.ok, `${method} ${path}: HTTP ${res.status} ${JSON.stringify(json)}`);
-  return json;
+function api(method, path, body) {
+  return callApi(base, method, path, body);
 }
 
 /**

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { launchChromium } from './chromium.mjs';
-import { API_KEY, killProcess, startNode, startRedis, stopProcess } from './hub-process.mjs';
+import { callApi, killProcess, startNode, startRedis, stopProcess } from './hub-process.mjs';
 
 /** Failure guard for one wait; generous for a loaded 2-core machine. */
 const GUARD_MS = 30_000;
@@ -30,15 +30,8 @@ let nodeB;
 let browser;
 
 /** Publishes through `node`'s server API. */
-async function publish(node, channel, data) {
-  const res = await fetch(`${node.base}/api/v1/publish`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
-  });
-  const json = await res.json();
-  assert.ok(res.ok, `publish through ${node.id}: HTTP ${res.status} ${JSON.stringify(json)}`);
-  return json;
+function publish(node, channel, data) {
+  return callApi(node.base, 'POST', '/publish', { channel, data });
 }
 
 async function waitForPubs(page, channel, n) {
@@ -129,10 +122,7 @@ test('the node under a page dies: the SDK fails over to the other node and resum
   assert.equal(subscribed.at(-1).position.epoch, subscribed[0].position.epoch, 'one stream on both nodes');
 
   // B's presence has the page's new connection.
-  const res = await fetch(`${nodeB.base}/api/v1/channels/${channel}/presence`, {
-    headers: { authorization: `Bearer ${API_KEY}` },
-  });
-  const { members } = await res.json();
+  const { members } = await callApi(nodeB.base, 'GET', `/channels/${channel}/presence`);
   assert.ok(members.some((m) => m.client === connects.at(-1).client), JSON.stringify(members));
 
   const recovered = pubs.filter((p) => p.recovered).length;

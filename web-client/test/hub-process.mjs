@@ -4,6 +4,7 @@
 // binary is not built here (`cargo build` first; HUB_BIN overrides the path); REDIS_SERVER_BIN
 // overrides `redis-server`.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -135,4 +136,16 @@ export async function killProcess(child) {
   const gone = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await gone;
+}
+
+/** Calls the server API of the hub at `base` (its HTTP origin); fails unless it answers 2xx. */
+export async function callApi(base, method, path, body) {
+  const res = await fetch(`${base}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json();
+  assert.ok(res.ok, `${method} ${base}${path}: HTTP ${res.status} ${JSON.stringify(json)}`);
+  return json;
 }

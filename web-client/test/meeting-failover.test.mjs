@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { API_KEY, killProcess, startNode, startRedis, stopProcess } from './hub-process.mjs';
+import { callApi, killProcess, startNode, startRedis, stopProcess } from './hub-process.mjs';
 import {
   GUARD_MS,
   TEST_TIMEOUT_MS,
@@ -49,15 +49,8 @@ after(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-async function api(node, method, path, body) {
-  const res = await fetch(`${node.base}/api/v1${path}`, {
-    method,
-    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await res.json();
-  assert.ok(res.ok, `${method} ${path} on ${node.id}: HTTP ${res.status} ${JSON.stringify(json)}`);
-  return json;
+function api(node, method, path, body) {
+  return callApi(node.base, method, path, body);
 }
 
 /**
