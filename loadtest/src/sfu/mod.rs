@@ -73,6 +73,11 @@ pub struct SfuArgs {
     /// get layer q and half layer f.
     #[arg(long, default_value = "any")]
     pub subscriber_size: String,
+    /// The bandwidth subscribers report to the hub (REMB on their subscriber connection, twice a
+    /// second), bits/s, or "any" for none; a comma-separated list is handed out in turn like
+    /// `--subscriber-size`: "200000,any" makes half the subscribers fit only the lowest layer.
+    #[arg(long, default_value = "any")]
+    pub subscriber_bps: String,
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
     #[arg(long, default_value_t = 2000)]
@@ -111,6 +116,7 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.video_bps <= 20_000_000, "--video-bps at most 20 Mb/s");
     anyhow::ensure!((6_000..=510_000).contains(&args.audio_bps), "--audio-bps must be in 6000..=510000");
     let sizes = parse_sizes(&args.subscriber_size)?;
+    let bandwidths = parse_bandwidths(&args.subscriber_bps)?;
     let publishers = args.publishers.unwrap_or(args.size).min(args.size);
     let target = Target::resolve(&args.url).await?;
     sys::raise_nofile_limit();
@@ -163,6 +169,7 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
             room,
             sending: (i < publishers).then_some(sending),
             view: sizes[i as usize % sizes.len()],
+            bandwidth: bandwidths[i as usize % bandwidths.len()],
         })
         .collect();
     for chunk in specs.chunks(args.setup_concurrency.max(1)) {
@@ -234,6 +241,7 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
             .iter()
             .map(|s| s.map_or_else(|| "any".to_string(), |(w, h)| format!("{w}x{h}")))
             .collect(),
+        subscriber_bps: bandwidths.iter().map(|b| b.map_or_else(|| "any".to_string(), |b| b.to_string())).collect(),
         hub_pid: args.hub_pid,
         room_prefix: prefix,
     };
@@ -277,9 +285,29 @@ fn parse_sizes(spec: &str) -> anyhow::Result<Vec<Option<(u32, u32)>>> {
         .collect()
 }
 
+fn parse_bandwidths(spec: &str) -> anyhow::Result<Vec<Option<u64>>> {
+    spec.split(',')
+        .map(|s| match s.trim() {
+            s if s.eq_ignore_ascii_case("any") => Ok(None),
+            s => match s.parse::<u64>() {
+                Ok(bps) if (10_000..=100_000_000).contains(&bps) => Ok(Some(bps)),
+                _ => anyhow::bail!("--subscriber-bps: {s:?} is neither bits/s (10000 to 100000000) nor \"any\""),
+            },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_sizes;
+    use super::{parse_bandwidths, parse_sizes};
+
+    #[test]
+    fn subscriber_bandwidths() {
+        assert_eq!(parse_bandwidths("any").unwrap(), [None]);
+        assert_eq!(parse_bandwidths("200000, ANY").unwrap(), [Some(200_000), None]);
+        assert!(parse_bandwidths("200k").is_err());
+        assert!(parse_bandwidths("5").is_err());
+    }
 
     #[test]
     fn subscriber_sizes() {

@@ -25,6 +25,7 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpHeaderExtensionCapability, RTPCodecType};
 use webrtc::sdp::extmap;
 use webrtc::track::track_remote::TrackRemote;
@@ -107,6 +108,8 @@ pub struct Spec {
     pub sending: Option<Sending>,
     /// The size it shows other participants' video at; `None`: no limit (no `meeting.subscribe`).
     pub view: Option<(u32, u32)>,
+    /// The bandwidth its subscriber connection reports (REMB, bits/s); `None`: no REMB.
+    pub bandwidth: Option<u64>,
 }
 
 pub struct Participant {
@@ -161,16 +164,18 @@ impl Participant {
         spec: &Spec,
         timeout: Duration,
     ) -> anyhow::Result<Participant> {
-        let Spec { index, room, user, sending, view } = spec.clone();
+        let Spec { index, room, user, sending, view, bandwidth } = spec.clone();
         let (signal, pushes) = Signal::connect(target, secret, &user, &room, 7200, timeout).await?;
         let signal = Arc::new(signal);
         let joined = signal.request(json!({"op": "meeting.join", "room": room})).await?;
         let publisher = Arc::new(shared.publish_api.new_peer_connection(RTCConfiguration::default()).await?);
         let subscriber = Arc::new(shared.subscribe_api.new_peer_connection(RTCConfiguration::default()).await?);
         let readers: Arc<Mutex<Vec<JoinHandle<Option<Received>>>>> = Arc::default();
+        let ssrcs: Arc<Mutex<Vec<u32>>> = Arc::default();
         {
-            let (shared, readers) = (shared.clone(), readers.clone());
+            let (shared, readers, ssrcs) = (shared.clone(), readers.clone(), ssrcs.clone());
             subscriber.on_track(Box::new(move |track, _, _| {
+                ssrcs.lock().unwrap_or_else(|e| e.into_inner()).push(track.ssrc());
                 let handle = tokio::spawn(read_track(shared.clone(), track));
                 readers.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
                 Box::pin(async {})
@@ -197,6 +202,9 @@ impl Participant {
             pushes,
             shared.stop.clone(),
         ));
+        if let Some(bps) = bandwidth {
+            tokio::spawn(report_bandwidth(subscriber.clone(), ssrcs, bps, shared.stop.clone()));
+        }
         let mut p = Participant {
             index,
             room: room.clone(),
@@ -292,6 +300,34 @@ impl Participant {
         }
     }
 }
+
+/// Tells the hub, as a browser's REMB would, that `bps` is what the subscriber connection carries:
+/// every [`REMB_EVERY`] for the media SSRCs it receives, until the run stops.
+async fn report_bandwidth(
+    pc: Arc<RTCPeerConnection>,
+    ssrcs: Arc<Mutex<Vec<u32>>>,
+    bps: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(REMB_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let ssrcs = ssrcs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if ssrcs.is_empty() {
+            continue;
+        }
+        let remb = ReceiverEstimatedMaximumBitrate { sender_ssrc: 0, bitrate: bps as f32, ssrcs };
+        if pc.write_rtcp(&[Box::new(remb)]).await.is_err() && *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// How often a subscriber with a set bandwidth sends its REMB (browsers: about once a second).
+const REMB_EVERY: Duration = Duration::from_millis(500);
 
 /// The video tracks of other participants in a `meeting.join` reply.
 fn others_video_tracks(joined: &Value, me: &str) -> Vec<String> {

@@ -34,6 +34,8 @@ pub struct Params {
     pub layers: Vec<LayerSpec>,
     /// The view sizes subscribers asked for, in turn by participant ("any": none asked).
     pub subscriber_sizes: Vec<String>,
+    /// REMB bits/s reported by subscribers, in turn ("any": none).
+    pub subscriber_bps: Vec<String>,
     pub hub_pid: Option<u32>,
     pub room_prefix: String,
 }
