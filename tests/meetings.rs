@@ -379,8 +379,12 @@ async fn joining_again_from_another_socket_replaces_the_old_session() {
     assert_eq!(room["participants"].as_array().unwrap().len(), 2);
     new.ok(json!({ "op": "meeting.raise_hand", "room": "twice" })).await;
     assert_eq!(event(&mut host, "room:twice", "hand_raised").await["user"], "pat");
-    // The same socket joining twice is still an error.
+    // The same socket joining twice is still an error, and changes nothing: its closing still
+    // takes the user out.
     assert_eq!(new.err(join("twice")).await, "already_joined");
+    drop(new);
+    let left = event(&mut host, "room:twice", "participant_left").await;
+    assert_eq!(left, json!({ "user": "pat", "reason": "left" }));
 }
 
 /// Redis restarted empty under a room that spans two nodes: the participant on the far node is

@@ -533,7 +533,15 @@ impl Meetings {
             Err(e) if e.code == ErrorCode::AlreadySubscribed => None,
             Err(e) => return Err(e),
         };
-        self.joined.entry(conn.id).or_default().push(Joined { room: id.clone(), home: home.as_str().into() });
+        // A socket in the room already (its join is refused below) keeps the record it has.
+        let recorded = {
+            let mut rooms = self.joined.entry(conn.id).or_default();
+            let fresh = !rooms.iter().any(|r| r.room == id);
+            if fresh {
+                rooms.push(Joined { room: id.clone(), home: home.as_str().into() });
+            }
+            fresh
+        };
         let joined = if home == *self.node.id {
             self.admit(&id, Member::Local(conn.clone()), user, role).await
         } else {
@@ -543,7 +551,9 @@ impl Meetings {
         match joined {
             Ok(reply) => Ok((reply, activate)),
             Err(e) => {
-                self.forget(conn.id, &id);
+                if recorded {
+                    self.forget(conn.id, &id);
+                }
                 if activate.is_some() {
                     let _ = self.node.unsubscribe(conn, &channel).await;
                 }
