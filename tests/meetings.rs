@@ -288,7 +288,8 @@ async fn the_dev_token_carries_room_grants() {
 /// Two nodes on one Redis; the node holding a room dies. A participant whose socket is on the
 /// other node is told `room_ended` (`node_lost`) and detached; joining again starts the room on
 /// the live node with the options it was created with and its lock. A room nobody on the live
-/// node was in starts there too once the dead node has left the registry.
+/// node was in starts there too once the dead node has left the registry. A participant of a
+/// room on the live node whose socket was on the dead node leaves that room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_whose_node_dies_starts_again_on_a_live_node() {
     let redis = RedisServer::start();
@@ -308,11 +309,21 @@ async fn a_room_whose_node_dies_starts_again_on_a_live_node() {
     let mut dora = joined(&one, "dora", "solo:host,spare:host").await;
     assert_eq!(dora.ok(join("solo")).await["node"], dead);
     assert_eq!(dora.ok(join("spare")).await["node"], dead);
+    // And the other way round: a room on the live node with a participant whose socket is on the
+    // node that dies.
+    let mut ivy = joined(&two, "ivy", "stay:host").await;
+    assert_eq!(ivy.ok(join("stay")).await["node"], live);
+    let mut zed = joined(&one, "zed", "stay:participant").await;
+    assert_eq!(zed.ok(join("stay")).await["node"], live);
 
     one.kill();
     drop(dora);
+    drop(zed);
     let ended = event(&mut hal, "room:durable", "room_ended").await;
     assert_eq!(ended, json!({ "reason": "node_lost" }));
+    // Nobody is left to say that zed's socket closed: its node's loss takes zed out.
+    let left = event(&mut ivy, "room:stay", "participant_left").await;
+    assert_eq!(left, json!({ "user": "zed", "reason": "left" }));
     // Detached: no longer on the room's channel, not in the room.
     assert_eq!(hal.err(json!({ "op": "unsubscribe", "channel": "room:durable" })).await, "not_subscribed");
     assert_eq!(hal.err(json!({ "op": "meeting.raise_hand", "room": "durable" })).await, "not_found");

@@ -108,6 +108,9 @@ pub struct Meetings {
     /// Socket id → rooms it joined, here or elsewhere (to leave them when it closes, to tell it
     /// when a room's node is lost).
     joined: DashMap<u64, Vec<Joined>>,
+    /// Nodes whose sockets joined rooms held here (some may have left since): watched like homes,
+    /// so that a lost node's participants leave the rooms here.
+    member_nodes: dashmap::DashSet<Arc<str>>,
     homes: Homes,
     /// The live nodes: a room whose home is not among them is lost.
     registry: Arc<dyn Registry>,
@@ -181,6 +184,7 @@ impl Meetings {
                 me,
                 rooms: DashMap::new(),
                 joined: DashMap::new(),
+                member_nodes: dashmap::DashSet::new(),
                 homes,
                 registry,
                 outbound,
@@ -294,6 +298,7 @@ impl Meetings {
                 .joined
                 .iter()
                 .flat_map(|j| j.value().iter().map(|r| r.home.clone()).collect::<Vec<_>>())
+                .chain(self.member_nodes.iter().map(|n| n.key().clone()))
                 .filter(|home| **home != *self.node.id)
                 .collect();
             homes.sort();
@@ -314,6 +319,7 @@ impl Meetings {
                 if now.duration_since(since) >= grace {
                     missing.remove(&home);
                     self.home_lost(&home).await;
+                    self.members_lost(&home).await;
                 }
             }
         }
@@ -340,8 +346,10 @@ impl Meetings {
         let mut rooms: Vec<RoomId> = lost.iter().map(|(_, room)| room.clone()).collect();
         rooms.sort();
         rooms.dedup();
-        tracing::warn!(node = dead, rooms = rooms.len(), "a node holding meetings was lost");
-        metrics::counter!("hub_meeting_rooms_lost_total").increment(rooms.len() as u64);
+        if !rooms.is_empty() {
+            tracing::warn!(node = dead, rooms = rooms.len(), "a node holding meetings was lost");
+            metrics::counter!("hub_meeting_rooms_lost_total").increment(rooms.len() as u64);
+        }
         for room in &rooms {
             self.homes.forget_lost(room, dead).await;
         }
@@ -367,6 +375,26 @@ impl Meetings {
     async fn live_nodes(&self) -> Option<Vec<crate::registry::NodeInfo>> {
         let nodes = self.registry.nodes().await.ok()?;
         nodes.iter().any(|n| *n.id == *self.node.id).then_some(nodes)
+    }
+
+    /// Node `dead` is gone with its sockets: those of them in rooms held here leave (as a closed
+    /// socket does; nobody is left to send that `Leave`).
+    async fn members_lost(&self, dead: &str) {
+        self.member_nodes.remove(dead);
+        for (id, slot) in self.slots() {
+            let mut entry = slot.lock().await;
+            let users: Vec<UserId> = entry
+                .conns
+                .iter()
+                .filter(|(_, m)| matches!(m, Member::Remote { node, .. } if node == dead))
+                .map(|(user, _)| user.clone())
+                .collect();
+            for user in users {
+                if let Err(e) = self.apply(&id, &mut entry, Input::Leave { user }, now_ms()).await {
+                    tracing::debug!(room = %id, error = %e, "leave of a lost node's participant");
+                }
+            }
+        }
     }
 
     /// Waits for the next tick of `every`; false once the node shuts down.
@@ -663,6 +691,7 @@ impl Meetings {
             ClientMsg::Join(_) => {
                 let role = grant.ok_or_else(|| HubError::new(ErrorCode::Forbidden, "no grant for the room"))?;
                 let member = Member::Remote { node: from.to_string(), conn, outbound: self.outbound.clone() };
+                self.member_nodes.insert(from.into());
                 self.admit(&id, member, user, role).await
             }
             ClientMsg::Leave(_) if closing => {
