@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{services::RedisServer, *};
 use hub::{
     auth::{mint_hs256, now_secs, parse_room_grants, Claims, Token},
@@ -430,6 +432,19 @@ async fn a_spanning_room_outlives_redis_restarting_empty() {
         get("hub:room-home:{steady}").await.as_deref() == home.as_str() && spec.contains("Steady")
     })
     .await;
+
+    // Cross-node delivery is back once the far node has subscribed again: a probe may race that,
+    // so publish until one arrives.
+    let mut n = 0;
+    loop {
+        n += 1;
+        one.publish("room:steady", json!({ "probe": n })).await;
+        let got = tokio::time::timeout(Duration::from_millis(500), bob.next_of("push", "room:steady")).await;
+        if got.is_ok_and(|p| p["data"]["probe"].is_number()) {
+            break;
+        }
+        assert!(n < 60, "cross-node delivery never resumed");
+    }
 
     let mut carol = joined(&two, "carol", "steady:participant").await;
     let reply = carol.ok(join("steady")).await;
