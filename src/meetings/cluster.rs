@@ -20,7 +20,7 @@
 //!   candidates, so its media goes straight to the home's UDP port.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -42,16 +42,24 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// to join again on another node and find the room as it was.
 pub const SPEC_TTL: Duration = Duration::from_secs(600);
 /// KEYS[1]'s value; when it has none, sets it to ARGV[1] with expiry ARGV[2] ms and returns that.
-const CLAIM: &str = "local v = redis.call('GET', KEYS[1]) \
-    if v then return v end \
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1]";
-/// Sets KEYS[1] to ARGV[1] with expiry ARGV[2] ms when it holds ARGV[1] or nothing.
+static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local v = redis.call('GET', KEYS[1]) if v then return v end \
+         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1]",
+    )
+});
+/// Deletes KEYS[1] when it holds ARGV[1]; 1 when it did.
+static COMPARE_AND_DELETE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
+/// Sets KEYS[1] to ARGV[1] with expiry ARGV[2] ms when it holds ARGV[1] or nothing. Sent as a
+/// plain `EVAL` in the refresh pipeline: after a Redis restart (when the refresh matters most)
+/// no script is loaded for an `EVALSHA`.
 const KEEP_HOME: &str = "local v = redis.call('GET', KEYS[1]) \
     if v == false or v == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end \
     return 0";
-/// Deletes KEYS[1] when it holds ARGV[1].
-const COMPARE_AND_DELETE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 /// Node messages waiting to be sent; more are dropped (and logged).
 const OUTBOUND_CAPACITY: usize = 4096;
 
@@ -221,9 +229,9 @@ impl Homes {
         let Homes::Redis(link) = self else { return Ok(me.to_string()) };
         // One step in Redis: a key freed meanwhile (its node lost) cannot fall between a set and
         // a read.
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM).arg(1).arg(Self::key(link, room)).arg(me).arg(HOME_TTL.as_millis() as u64);
-        link.query(&cmd).await
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(Self::key(link, room)).arg(me).arg(HOME_TTL.as_millis() as u64);
+        link.invoke(&inv).await
     }
 
     /// The room's home, if it has one.
@@ -267,9 +275,9 @@ impl Homes {
     async fn free_if_held_by(&self, room: &RoomId, node: &str) -> bool {
         let Homes::Redis(link) = self else { return false };
         // One step in Redis: a node that claimed the id meanwhile keeps it.
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(COMPARE_AND_DELETE).arg(1).arg(Self::key(link, room)).arg(node);
-        let deleted: Result<i64, _> = link.query(&cmd).await;
+        let mut inv = COMPARE_AND_DELETE.prepare_invoke();
+        inv.key(Self::key(link, room)).arg(node);
+        let deleted: Result<i64, _> = link.invoke(&inv).await;
         deleted.is_ok_and(|n| n == 1)
     }
 

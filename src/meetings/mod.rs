@@ -604,10 +604,10 @@ impl Meetings {
             .entry(id.clone())
             .or_insert_with(|| {
                 metrics::counter!("hub_meeting_rooms_created_total").increment(1);
-                if saved.is_some() {
+                let restarted = saved.is_some();
+                if restarted {
                     metrics::counter!("hub_meeting_rooms_restarted_total").increment(1);
                 }
-                let restarted = saved.is_some();
                 Entry::new(Room::new(saved.unwrap_or_else(|| RoomOptions::new(id.clone())), now_ms()), restarted)
             })
             .clone();
@@ -788,10 +788,9 @@ impl Meetings {
         }
         if let Some(reason) = entry.room.ended() {
             self.rooms.remove(id);
-            if reason == signaling::EndReason::NodeLost {
-                // To be started again elsewhere: its saved options stay.
-                self.homes.forget_lost(id, &self.node.id).await;
-            } else {
+            // Ended by a stopping node (`stop`), the id is free already and the saved options
+            // stay, for the room to start again elsewhere.
+            if reason != signaling::EndReason::NodeLost {
                 self.homes.release(id, &self.node.id).await;
             }
         } else if entry.room.is_locked() != locked {

@@ -115,10 +115,11 @@ export async function trackOf(page, user, kind) {
  */
 export async function decodingNow(page, user) {
   const id = await trackOf(page, user, 'video');
-  const decoded = (t) => page.evaluate(async (track) => (await window.meetingDemo.meeting.trackStats(track))?.framesDecoded ?? 0, t);
-  await until(page, async (t) => ((await window.meetingDemo.meeting.trackStats(t))?.framesDecoded ?? 0) > 0, id);
-  const first = await decoded(id);
-  await until(page, async ([t, n]) => ((await window.meetingDemo.meeting.trackStats(t))?.framesDecoded ?? 0) > n, [id, first]);
+  // Evaluated in the page.
+  const decoded = async (t) => (await window.meetingDemo.meeting.trackStats(t))?.framesDecoded ?? 0;
+  const above = async ([t, n]) => ((await window.meetingDemo.meeting.trackStats(t))?.framesDecoded ?? 0) > n;
+  await until(page, above, [id, 0]);
+  await until(page, above, [id, await page.evaluate(decoded, id)]);
   return id;
 }
 
